@@ -1,0 +1,38 @@
+"""Matrix core: the public API. Internals live under ``matrix_core._private``."""
+from .agent import Agent, AgentContext
+from .errors import ConfigError, MatrixError
+from .hookspecs import hookimpl
+from .llm import LLMClient, LLMError, LLMResult, to_openai_messages
+from .plugins import PluginHost, get_plugin_host
+from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
+from .sink import Sink
+from .specs import (
+    AgentSpec,
+    CommandSpec,
+    ConfigDirSpec,
+    DatasetLoaderSpec,
+    Endpoint,
+    LLMBackendSpec,
+    ServiceHandle,
+    SinkSpec,
+    ToolRuntimeSpec,
+    WorkflowSpec,
+)
+
+__all__ = [
+    "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
+    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "Hop", "LLMBackendSpec", "LLMClient",
+    "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost",
+    "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntimeSpec", "Turn",
+    "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",
+    "to_openai_messages",
+]
+
+
+def run(workflow: str, overrides: list[str] | tuple[str, ...] = (), **kwargs):
+    """Run a workflow from Python, as ``matrix run WORKFLOW OVERRIDES...`` would."""
+    from ._private.driver import execute
+    from .config import compose
+
+    host = get_plugin_host()
+    return execute(compose(workflow, list(overrides)), host, **kwargs)

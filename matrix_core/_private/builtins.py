@@ -1,0 +1,35 @@
+"""The defaults that make ``matrix run`` work, registered like any other plugin."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..hookspecs import hookimpl
+from ..specs import CommandSpec, ConfigDirSpec, DatasetLoaderSpec, LLMBackendSpec
+from . import datasets, services
+
+
+@hookimpl
+def register_dataset_loaders(register):
+    register(DatasetLoaderSpec("jsonl", datasets.load_jsonl, "one JSON object per line (dataset.path)"))
+    register(DatasetLoaderSpec("csv", datasets.load_csv, "CSV with a header row (dataset.path)"))
+    register(DatasetLoaderSpec("range", datasets.load_range, "dataset.size synthetic rows {id, n}"))
+
+
+@hookimpl
+def register_llm_backends(register):
+    register(LLMBackendSpec("fake", services.start_fake, "in-process echo LLM for tests and dry runs"))
+    register(LLMBackendSpec("endpoint", services.start_endpoint, "attach to running OpenAI-compatible servers by URL"))
+
+
+@hookimpl
+def register_config_dirs(register):
+    register(ConfigDirSpec("matrix-core", Path(__file__).resolve().parent.parent / "conf", "base run config"))
+
+
+@hookimpl
+def register_commands(register):
+    from ..cli import new_command, plugins_command, run_command
+
+    register(CommandSpec("run", run_command, "run a workflow"))
+    register(CommandSpec("plugins", plugins_command, "list installed plugins"))
+    register(CommandSpec("new", new_command, "create a plugin from a template"))

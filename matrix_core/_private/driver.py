@@ -1,0 +1,338 @@
+"""The run driver: starts services and actors, injects tasks under the global cap, counts
+completions. It is never on the path between two agents."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import ray
+
+from ..errors import ConfigError, MatrixError
+from ..plugins import PluginHost
+from ..protocol import Orchestrator, Status, task_id_for
+from ..specs import ServiceHandle
+from .plan import RoleSpec, RunPlan
+from .progress import Counters, Progress
+from .runtime import AgentHost, Outbox, ReplicaRef
+from .sink_actor import SinkActor
+
+log = logging.getLogger("matrix.driver")
+
+ROLE_KEYS = {"type", "replicas", "max_in_flight", "resources"}
+SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
+
+
+@dataclass
+class RunSummary:
+    workflow: str
+    output: str
+    rows: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    hops: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    roles: dict[str, Any] = field(default_factory=dict)
+    lost: int = 0
+
+    @property
+    def tasks_per_s(self) -> float:
+        return (self.done + self.failed) / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def hops_per_s(self) -> float:
+        return self.hops / self.wall_s if self.wall_s else 0.0
+
+    def text(self) -> str:
+        return (
+            f"matrix run {self.workflow}: {self.done} done, {self.failed} failed, {self.skipped} already in output "
+            f"| {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
+            f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
+        )
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config tree with secret-looking keys blanked."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("***" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _roles(cfg: Mapping[str, Any], host: PluginHost, hosts: int) -> dict[str, RoleSpec]:
+    agents = cfg.get("agents") or {}
+    if not agents:
+        raise ConfigError(f"workflow {cfg['workflow']!r} configures no agents (the 'agents' section is empty)")
+    roles = {}
+    for name, section in agents.items():
+        section = dict(section or {})
+        if "type" not in section:
+            raise ConfigError(f"agents.{name}.type is missing: name the agent type for role {name!r}")
+        spec = host.get("agent", section["type"])
+        resources = dict(section.get("resources") or {})
+        replicas = int(section.get("replicas") or (1 if resources else hosts))
+        max_in_flight = int(section.get("max_in_flight") or 64)
+        if replicas < 1 or max_in_flight < 1:
+            raise ConfigError(f"agents.{name}: replicas and max_in_flight must be >= 1")
+        options = {k: v for k, v in section.items() if k not in ROLE_KEYS}
+        roles[name] = RoleSpec(name, spec.cls, replicas, max_in_flight, options, resources)
+    return roles
+
+
+def _host_count(run: Mapping[str, Any]) -> int:
+    value = run.get("hosts", "auto")
+    if value in (None, "auto"):
+        cpus = int(ray.available_resources().get("CPU", 1)) if ray.is_initialized() else (os.cpu_count() or 1)
+        return max(1, min(cpus, 8))
+    if int(value) < 1:
+        raise ConfigError(f"run.hosts must be >= 1 or 'auto', got {value!r}")
+    return int(value)
+
+
+def init_ray(run: Mapping[str, Any]) -> bool:
+    """Start or join Ray. Returns True if this call started it (and so must stop it)."""
+    if ray.is_initialized():
+        return False
+    address = run.get("address") or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": logging.WARNING}
+    if address == "local":
+        if run.get("num_cpus"):
+            kwargs["num_cpus"] = int(run["num_cpus"])
+        kwargs["_temp_dir"] = run.get("ray_temp_dir") or os.path.join(tempfile.gettempdir(), "matrix-ray")
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise MatrixError(f"cannot start or join Ray at {address!r}: {exc}") from None
+    return True
+
+
+class _Tasks:
+    """Turns dataset rows into orchestrators, lazily; unreadable rows become failed tasks."""
+
+    def __init__(self, rows: Iterator[tuple[int, Any]], orchestrator_cls: type[Orchestrator], cfg: Mapping[str, Any], skip: Mapping[str, str], retry_failed: bool):
+        self.rows = rows
+        self.cls = orchestrator_cls
+        self.cfg = cfg
+        self.dataset = cfg.get("dataset") or {}
+        self.id_field = self.dataset.get("id_field")
+        self.trials = int((cfg.get("run") or {}).get("trials", 1))
+        self.limit = self.dataset.get("limit")
+        self.skip = skip
+        self.retry_failed = retry_failed
+        self.skipped = 0
+        self.rows_read = 0
+        self.bad_rows = 0
+
+    def __iter__(self) -> Iterator[Orchestrator]:
+        for row_number, row in self.rows:
+            if self.limit is not None and self.rows_read >= int(self.limit):
+                return
+            self.rows_read += 1
+            where = f"{self.dataset.get('path') or self.dataset.get('loader')} row {row_number}"
+            key = str(row.get(self.id_field)) if isinstance(row, Mapping) and self.id_field and row.get(self.id_field) is not None else str(row_number)
+            for trial in range(self.trials):
+                task_id = task_id_for(key, trial)
+                previous = self.skip.get(task_id)
+                if previous == Status.DONE.value or (previous is not None and not self.retry_failed):
+                    self.skipped += 1
+                    continue
+                if isinstance(row, Exception):
+                    self.bad_rows += 1
+                    log.error("%s: %s (written as a failed task, run goes on)", where, row)
+                    yield self._failed(task_id, key, trial, row, where)
+                    continue
+                try:
+                    yield self.cls.from_row(row, row_key=key, trial=trial, config=self.cfg)
+                except Exception as exc:  # a row the workflow cannot use: same treatment
+                    self.bad_rows += 1
+                    log.error("%s: %s: %s (written as a failed task, run goes on)", where, type(exc).__name__, exc)
+                    yield self._failed(task_id, key, trial, exc, where)
+
+    def _failed(self, task_id: str, key: str, trial: int, exc: Exception, where: str) -> Orchestrator:
+        orch = Orchestrator.model_construct(
+            task_id=task_id, row_key=key, trial=trial, payload=None, history=[], history_segments=[],
+            state={"dataset_row": where}, status=Status.RUNNING, error=None, steps=0, current_role=None,
+            hops=[], created_at=time.time(),
+        )
+        orch.fail(exc, role="dataset")
+        return orch
+
+
+async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: list, table: dict, sink, counters: Counters, progress: Progress, first_role_cache: dict) -> int:
+    run = cfg["run"]
+    cap = int(run["max_concurrent_tasks"])
+    refs = {role: [ReplicaRef(h, i, c) for h, i, c in entries] for role, entries in table.items()}
+    by_key = {(role, r.host, r.index): r for role, rs in refs.items() for r in rs}
+    lost = 0
+
+    def update_loads(reply):
+        host, loads = reply
+        for role, by_index in loads.items():
+            for index, load in by_index.items():
+                ref = by_key.get((role, host, index))
+                if ref is not None:
+                    ref.load = load
+
+    def lost_batch(batch, exc):
+        nonlocal lost
+        lost += len(batch)
+        counters.in_flight -= len(batch)
+        log.error("%d task(s) could not be delivered: %s", len(batch), exc)
+
+    boxes = [
+        Outbox(send=(lambda b, h=h: h.deliver.remote(b)), on_reply=update_loads, on_error=lost_batch, max_batch=plan.batch_max, max_outstanding=plan.outstanding_per_peer)
+        for h in hosts
+    ]
+    sink_box = Outbox(send=lambda b: sink.write.remote(b), on_reply=lambda _: None, on_error=lost_batch, max_batch=plan.batch_max, max_outstanding=plan.outstanding_per_peer)
+    source = iter(tasks)
+    exhausted = False
+    while True:
+        injected = 0
+        while not exhausted and counters.in_flight < cap:
+            orch = next(source, None)
+            if orch is None:
+                exhausted = True
+                break
+            counters.in_flight += 1
+            injected += 1
+            role = None if orch.done else orch.next_role()
+            if role is None:
+                if orch.status is Status.RUNNING:
+                    orch.status = Status.DONE
+                sink_box.add(orch)
+                continue
+            targets = refs.get(role)
+            if not targets:
+                orch.fail(f"first role {role!r} has no agent; configured roles: {', '.join(sorted(refs))}")
+                sink_box.add(orch)
+                continue
+            target = min(targets, key=lambda r: r.load / r.capacity)
+            target.load += 1
+            if plan.offload_threshold_bytes and orch.payload is not None:
+                orch.offload(plan.offload_threshold_bytes, payload_bytes=len(pickle.dumps(orch.payload, protocol=5)))
+            boxes[target.host].add((role, target.index, orch))
+            if injected % 256 == 0:
+                await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
+        counters.skipped = tasks.skipped
+        if exhausted and counters.in_flight <= 0:
+            break
+        for task_id, status, steps, tokens in await sink.poll.remote(0.5):
+            counters.in_flight -= 1
+            counters.hops += steps
+            counters.tokens += tokens
+            if status == Status.DONE.value:
+                counters.done += 1
+            else:
+                counters.failed += 1
+        progress.update()
+    return lost
+
+
+def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | None = None) -> RunSummary:
+    """Run a composed workflow config (a plain dict) to completion."""
+    run = cfg["run"]
+    workflow = host.get("workflow", cfg["workflow"])
+    sink_cfg = dict(cfg.get("sink") or {})
+    sink_spec = host.get("sink", sink_cfg.get("name", "jsonl"))
+    dataset_cfg = dict(cfg.get("dataset") or {})
+    loader = host.get("dataset_loader", dataset_cfg.get("loader", "jsonl"))
+    # Validate agent types before anything starts.
+    _roles(cfg, host, 1)
+    llm_cfg = dict(cfg.get("llm") or {})
+    backend = host.get("llm_backend", llm_cfg["backend"]) if llm_cfg.get("backend") else None
+    rows = loader.load(dataset_cfg)  # opens the file now: a missing dataset fails before Ray starts
+
+    started_ray = init_ray(run)
+    service: ServiceHandle | None = None
+    actors: list = []
+    summary = RunSummary(workflow=cfg["workflow"], output=str(sink_cfg.get("path", "")))
+    try:
+        hosts_n = _host_count(run)
+        roles = _roles(cfg, host, hosts_n)
+        needs_llm = any(getattr(r.agent_cls, "uses_llm", False) for r in roles.values())
+        if needs_llm and backend is None:
+            raise ConfigError("this workflow's agents call an LLM but no llm backend is configured (set llm=NAME)")
+        if needs_llm:
+            service = backend.start(llm_cfg)
+        plan = RunPlan(
+            workflow=cfg["workflow"],
+            orchestrator_cls=workflow.orchestrator,
+            roles=roles,
+            hosts=hosts_n,
+            offload_threshold_bytes=int(run.get("offload_threshold_bytes") or 0),
+            max_steps=int(run.get("max_steps") or 1000),
+            task_timeout_s=float(run["task_timeout_s"]) if run.get("task_timeout_s") else None,
+            llm_endpoints=service.endpoints if service else [],
+            llm_client=dict(llm_cfg.get("client") or {}),
+            batch_max=int(run.get("batch_max") or 256),
+            outstanding_per_peer=int(run.get("outstanding_per_peer") or 2),
+            run_config=redact(cfg),
+        )
+        sink = SinkActor.options(num_cpus=0, max_concurrency=64).remote(sink_spec.cls, sink_cfg)
+        actors.append(sink)
+        existing = ray.get(sink.open.remote())
+        placement = plan.placement()
+        hosts = [
+            AgentHost.options(num_cpus=0, max_concurrency=100_000, **_ray_resources(plan.host_resources(p))).remote(i, plan, p, sink)
+            for i, p in enumerate(placement)
+        ]
+        actors.extend(hosts)
+        table: dict[str, list[tuple[int, int, int]]] = {}
+        for i, p in enumerate(placement):
+            for role, replica in p:
+                table.setdefault(role, []).append((i, replica, roles[role].max_in_flight))
+        ray.get([h.start.remote(hosts, table) for h in hosts])
+
+        retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
+        tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
+        counters = Counters()
+        progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
+        summary.lost = asyncio.run(_drive(plan, cfg, tasks, hosts, table, sink, counters, progress, {}))
+        progress.close()
+        ray.get([h.drain.remote() for h in hosts])
+        stats = ray.get([h.stats.remote() for h in hosts])
+        closing = ray.get(sink.close.remote())
+        ray.get([h.close.remote() for h in hosts])
+        summary.output = closing["location"] or summary.output
+        summary.rows = tasks.rows_read
+        summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
+        summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
+        for s in stats:
+            for role, reps in s["replicas"].items():
+                summary.roles.setdefault(role, []).extend(reps)
+            summary.lost += s["lost_sends"]
+        return summary
+    finally:
+        for actor in actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # already gone
+                pass
+        if service is not None:
+            service.stop()
+        if started_ray:
+            ray.shutdown()
+
+
+def _ray_resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    extra = {}
+    for key, value in resources.items():
+        if key in ("num_cpus", "num_gpus", "memory"):
+            out[key] = value
+        else:
+            extra[key] = value
+    if extra:
+        out["resources"] = extra
+    return out

@@ -1,0 +1,297 @@
+"""The peer-to-peer runtime: agent hosts forward orchestrators to each other directly.
+
+An ``AgentHost`` is a Ray async actor that hosts replicas of one or more roles. A replica
+runs at most ``max_in_flight`` steps at once. After a step the host routes the task itself:
+to a replica in the same process when one has room (no serialization, no Ray call), else
+to the least-loaded replica anywhere, through an :class:`Outbox` that coalesces every
+message bound for one peer into one Ray call while earlier calls are still in flight
+(Nagle-style: no added latency when idle, large batches under load).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import ray
+
+from ..agent import AgentContext
+from ..llm import client_from_config
+from ..protocol import Hop, Orchestrator, Status
+from .plan import RunPlan
+
+log = logging.getLogger("matrix.runtime")
+
+
+class Outbox:
+    """Coalesces messages for one peer; at most ``max_outstanding`` calls in flight."""
+
+    def __init__(self, send: Callable[[list], Any], on_reply: Callable[[Any], None], on_error: Callable[[list, BaseException], None], max_batch: int, max_outstanding: int):
+        self._send = send
+        self._on_reply = on_reply
+        self._on_error = on_error
+        self._max_batch = max_batch
+        self._max_outstanding = max_outstanding
+        self._buffer: list = []
+        self._outstanding = 0
+        self._scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(self, item: Any) -> None:
+        self._buffer.append(item)
+        self._idle.clear()
+        if not self._scheduled:
+            # Flush after the current loop tick: everything routed in this tick shares a call.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._buffer and self._outstanding < self._max_outstanding:
+            batch, self._buffer = self._buffer[: self._max_batch], self._buffer[self._max_batch :]
+            self._outstanding += 1
+            asyncio.ensure_future(self._deliver(batch))
+
+    async def _deliver(self, batch: list) -> None:
+        try:
+            reply = await self._send(batch)
+        except BaseException as exc:  # noqa: BLE001 - peer death must not kill the sender
+            self._on_error(batch, exc)
+        else:
+            self._on_reply(reply)
+        finally:
+            self._outstanding -= 1
+            self._flush()
+            if not self._buffer and not self._outstanding:
+                self._idle.set()
+
+    async def drain(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass
+class ReplicaRef:
+    host: int
+    index: int
+    capacity: int
+    load: int = 0
+
+
+class Replica:
+    def __init__(self, host: "AgentHostImpl", role: str, index: int, agent, max_in_flight: int):
+        self.host, self.role, self.index, self.agent = host, role, index, agent
+        self.max_in_flight = max_in_flight
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.active = 0
+        self.peak_active = 0
+        self.steps = 0
+        self._workers = [asyncio.ensure_future(self._work()) for _ in range(max_in_flight)]
+
+    @property
+    def load(self) -> int:
+        return self.queue.qsize() + self.active
+
+    def put(self, orch: Orchestrator) -> None:
+        self.queue.put_nowait((time.perf_counter(), orch))
+
+    async def _work(self) -> None:
+        while True:
+            enqueued, orch = await self.queue.get()
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
+            try:
+                await self.host.process(self, orch, enqueued)
+            except Exception:  # a runtime bug must not stop the worker loop
+                log.exception("internal error while processing task %s", getattr(orch, "task_id", "?"))
+            finally:
+                self.active -= 1
+
+    def stop(self) -> None:
+        for w in self._workers:
+            w.cancel()
+
+
+class AgentHostImpl:
+    """Everything an agent host does; wrapped as a Ray actor by :data:`AgentHost`."""
+
+    def __init__(self, index: int, plan: RunPlan, placement: list[tuple[str, int]], sink: Any):
+        self.index = index
+        self.plan = plan
+        self.placement = placement
+        self.sink = sink
+        self.replicas: dict[str, list[Replica]] = defaultdict(list)
+        self.table: dict[str, list[ReplicaRef]] = {}
+        self.peers: list[Any] = []
+        self.outboxes: dict[int, Outbox] = {}
+        self.sink_box: Outbox | None = None
+        self.llm = None
+        self.lost_sends = 0
+
+    async def start(self, peers: list[Any], table: dict[str, list[tuple[int, int, int]]]) -> None:
+        self.peers = peers
+        self.table = {role: [ReplicaRef(h, i, cap) for h, i, cap in refs] for role, refs in table.items()}
+        self._ref = {(role, r.host, r.index): r for role, refs in self.table.items() for r in refs}
+        if self.plan.llm_endpoints and any(self.plan.roles[r].options.get("uses_llm", True) for r, _ in self.placement):
+            self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
+        for role_name, replica_index in self.placement:
+            role = self.plan.roles[role_name]
+            ctx = AgentContext(
+                role=role_name,
+                config=role.options,
+                host=self.index,
+                replica=replica_index,
+                llm=self.llm,
+                run_config=self.plan.run_config,
+            )
+            agent = role.agent_cls(ctx)
+            await agent.setup()
+            self.replicas[role_name].append(Replica(self, role_name, replica_index, agent, role.max_in_flight))
+        self.sink_box = Outbox(
+            send=lambda batch: self.sink.write.remote(batch),
+            on_reply=lambda _: None,
+            on_error=self._sink_failed,
+            max_batch=self.plan.batch_max,
+            max_outstanding=self.plan.outstanding_per_peer,
+        )
+
+    # --- receiving ------------------------------------------------------------------
+    def loads(self) -> dict[str, dict[int, int]]:
+        return {role: {r.index: r.load for r in reps} for role, reps in self.replicas.items()}
+
+    async def deliver(self, batch: list[tuple[str, int, Orchestrator]]) -> tuple[int, dict[str, dict[int, int]]]:
+        for role, replica_index, orch in batch:
+            self._local(role, replica_index).put(orch)
+        return self.index, self.loads()
+
+    def _local(self, role: str, replica_index: int) -> Replica:
+        for rep in self.replicas[role]:
+            if rep.index == replica_index:
+                return rep
+        raise KeyError(f"host {self.index} has no replica {replica_index} of {role!r}")
+
+    # --- one hop --------------------------------------------------------------------
+    async def process(self, replica: Replica, orch: Orchestrator, enqueued: float) -> None:
+        started = time.perf_counter()
+        orch.current_role = replica.role
+        plan = self.plan
+        try:
+            remaining = None
+            if plan.task_timeout_s is not None:
+                remaining = plan.task_timeout_s - (time.time() - orch.created_at)
+                if remaining <= 0:
+                    raise TimeoutError(f"task exceeded run.task_timeout_s={plan.task_timeout_s:g}")
+            step = replica.agent.step(orch)
+            result = await (asyncio.wait_for(step, remaining) if remaining is not None else step)
+            if isinstance(result, Orchestrator):
+                orch = result
+            orch.steps += 1
+            next_role = None if orch.done else orch.next_role()
+        except asyncio.TimeoutError:
+            orch.steps += 1
+            orch.fail(f"task exceeded run.task_timeout_s={plan.task_timeout_s:g}", replica.role)
+            next_role = None
+        except Exception as exc:  # the agent's failure fails the task, not the run
+            orch.steps += 1
+            orch.fail(exc, replica.role)
+            next_role = None
+        replica.steps += 1
+        if type(orch).record_hops:
+            orch.hops.append(Hop(role=replica.role, host=self.index, queued_s=started - enqueued, step_s=time.perf_counter() - started))
+        if next_role is not None and orch.steps >= plan.max_steps:
+            orch.fail(f"task reached run.max_steps={plan.max_steps}", replica.role)
+            next_role = None
+        if next_role is None:
+            if orch.status is Status.RUNNING:
+                orch.status = Status.DONE
+            self.finish(orch)
+        else:
+            self.route(next_role, orch)
+
+    def route(self, role: str, orch: Orchestrator) -> None:
+        refs = self.table.get(role)
+        if not refs:
+            orch.fail(f"next role {role!r} has no agent; configured roles: {', '.join(sorted(self.table))}")
+            self.finish(orch)
+            return
+        local = self.replicas.get(role)
+        if local:
+            best_local = min(local, key=lambda r: r.load)
+            if best_local.load < best_local.max_in_flight or len(local) == len(refs):
+                best_local.put(orch)
+                return
+        if local:
+            for rep in local:
+                self._ref[(role, self.index, rep.index)].load = rep.load
+        target = min(refs, key=lambda r: r.load / r.capacity)
+        if target.host == self.index:
+            self._local(role, target.index).put(orch)
+            return
+        target.load += 1  # until the peer's next reply says otherwise
+        self.send(target.host, role, target.index, orch)
+
+    def send(self, host: int, role: str, replica_index: int, orch: Orchestrator) -> None:
+        orch.offload(self.plan.offload_threshold_bytes)
+        self._outbox(host).add((role, replica_index, orch))
+
+    def _outbox(self, host: int) -> Outbox:
+        box = self.outboxes.get(host)
+        if box is None:
+            peer = self.peers[host]
+            box = self.outboxes[host] = Outbox(
+                send=lambda batch: peer.deliver.remote(batch),
+                on_reply=self._update_loads,
+                on_error=self._peer_failed,
+                max_batch=self.plan.batch_max,
+                max_outstanding=self.plan.outstanding_per_peer,
+            )
+        return box
+
+    def _update_loads(self, reply: tuple[int, dict[str, dict[int, int]]]) -> None:
+        host, loads = reply
+        for role, by_index in loads.items():
+            for index, load in by_index.items():
+                ref = self._ref.get((role, host, index))
+                if ref is not None:
+                    ref.load = load
+
+    def finish(self, orch: Orchestrator) -> None:
+        orch.offload(self.plan.offload_threshold_bytes)
+        self.sink_box.add(orch)
+
+    def _peer_failed(self, batch: list, exc: BaseException) -> None:
+        self.lost_sends += len(batch)
+        log.error("host %d: %d task(s) could not be delivered to a peer: %s", self.index, len(batch), exc)
+
+    def _sink_failed(self, batch: list, exc: BaseException) -> None:
+        self.lost_sends += len(batch)
+        log.error("host %d: %d finished task(s) could not reach the sink: %s", self.index, len(batch), exc)
+
+    async def drain(self) -> None:
+        for box in [*self.outboxes.values(), self.sink_box]:
+            if box is not None:
+                await box.drain()
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "host": self.index,
+            "replicas": {
+                role: [{"index": r.index, "steps": r.steps, "peak_active": r.peak_active, "max_in_flight": r.max_in_flight, "load": r.load} for r in reps]
+                for role, reps in self.replicas.items()
+            },
+            "lost_sends": self.lost_sends,
+        }
+
+    async def close(self) -> None:
+        for reps in self.replicas.values():
+            for rep in reps:
+                rep.stop()
+                await rep.agent.close()
+        if self.llm is not None:
+            await self.llm.aclose()
+
+
+AgentHost = ray.remote(AgentHostImpl)

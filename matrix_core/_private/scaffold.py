@@ -1,0 +1,1 @@
+"""``matrix new agent``: renders the cookiecutter template shipped with the core."""

@@ -1,0 +1,42 @@
+"""Built-in LLM backends: ``fake`` (in-process test double) and ``endpoint`` (attach by URL)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import httpx
+
+from ..errors import ConfigError, MatrixError
+from ..specs import Endpoint, ServiceHandle
+from ..testing import FAKE_ENDPOINT
+
+
+def start_fake(cfg: Mapping[str, Any]) -> ServiceHandle:
+    return ServiceHandle(endpoints=[FAKE_ENDPOINT], info={"simulated": True})
+
+
+def start_endpoint(cfg: Mapping[str, Any]) -> ServiceHandle:
+    """Attach to running OpenAI-compatible servers (``llm.base_url`` may be a list)."""
+    urls = cfg.get("base_url")
+    if not urls:
+        raise ConfigError("llm.base_url is not set: give the server's URL, e.g. llm.base_url=http://127.0.0.1:8000/v1")
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    key = None
+    if cfg.get("api_key_env"):
+        key = os.environ.get(str(cfg["api_key_env"]))
+        if not key:
+            raise ConfigError(f"llm.api_key_env names {cfg['api_key_env']}, which is not set in the environment")
+    model = cfg.get("model")
+    for url in urls:
+        try:
+            response = httpx.get(url.rstrip("/") + "/models", timeout=5, headers={"Authorization": f"Bearer {key}"} if key else {})
+        except httpx.HTTPError as exc:
+            raise MatrixError(f"LLM endpoint {url} does not answer ({type(exc).__name__}); is the server running?") from None
+        if response.status_code >= 400:
+            raise MatrixError(f"LLM endpoint {url} answered HTTP {response.status_code} to /models")
+        served = [m.get("id") for m in response.json().get("data", [])]
+        if model is None and served:
+            model = served[0]
+        elif model not in served and served:
+            raise ConfigError(f"model {model!r} is not served at {url}; it serves: {', '.join(map(str, served))}")
+    return ServiceHandle(endpoints=[Endpoint(base_url=u, model=str(model), api_key=key) for u in urls])

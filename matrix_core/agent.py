@@ -1,0 +1,55 @@
+"""The agent interface: one role's step, hosted in Ray async actors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .llm import LLMClient
+    from .protocol import Orchestrator
+
+
+@dataclass
+class AgentContext:
+    """What the runtime gives an agent: its role, its config section, shared services."""
+
+    role: str
+    config: Mapping[str, Any]
+    host: int = 0
+    replica: int = 0
+    llm: "LLMClient | None" = None
+    run_config: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Agent:
+    """Subclass and implement :meth:`step`.
+
+    An agent holds no per-task state: everything a task needs travels in the orchestrator.
+    ``step`` updates the orchestrator in place (or returns a replacement); the runtime then
+    asks ``orchestrator.next_role()`` where it goes next. Raising marks the task failed
+    with the exception as its error; the run goes on.
+    """
+
+    #: Set True in agents that call ``self.llm``: the run then starts the configured LLM service.
+    uses_llm: bool = False
+
+    def __init__(self, context: AgentContext):
+        self.context = context
+        self.config = context.config
+
+    @property
+    def llm(self) -> "LLMClient":
+        if self.context.llm is None:
+            from .errors import ConfigError
+
+            raise ConfigError(f"role {self.context.role!r} needs an LLM but the run has none configured")
+        return self.context.llm
+
+    async def setup(self) -> None:
+        """Called once per replica before the first step."""
+
+    async def step(self, orchestrator: "Orchestrator") -> "Orchestrator | None":
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Called once per replica at the end of the run."""

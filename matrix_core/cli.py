@@ -1,0 +1,175 @@
+"""The ``matrix`` command. Sub-commands are registered through the ``register_commands`` hook."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Sequence
+
+import click
+
+from .errors import MatrixError
+from .plugins import PluginHost, get_plugin_host, set_plugin_host
+
+log = logging.getLogger("matrix")
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger("matrix").handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("matrix: %(levelname)s: %(message)s"))
+        logging.getLogger("matrix").addHandler(handler)
+        logging.getLogger("matrix").setLevel(logging.INFO)
+        logging.getLogger("matrix").propagate = False
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"matrix: error: {message}", err=True)
+    sys.exit(code)
+
+
+class MatrixGroup(click.Group):
+    """Lists built-in and plugin commands lazily; turns MatrixError into one line."""
+
+    def _commands(self) -> dict[str, click.Command]:
+        return {name: entry.spec.command for name, entry in get_plugin_host().registry("command").items()}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            return sorted(self._commands())
+        except MatrixError:
+            return []
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self._commands().get(name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MatrixError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=MatrixGroup)
+@click.option("-p", "plugin_opts", multiple=True, metavar="no:NAME", help="Disable plugin NAME (repeatable).")
+@click.version_option(package_name="matrix-core")
+def main(plugin_opts: Sequence[str]) -> None:
+    """Matrix: many cooperating agents generating synthetic data on Ray."""
+    _setup_logging()
+    blocked = []
+    for opt in plugin_opts:
+        if not opt.startswith("no:"):
+            fail(f"-p expects no:NAME to disable a plugin, got {opt!r}")
+        blocked.append(opt[3:])
+    if blocked:
+        set_plugin_host(PluginHost.from_env(block=blocked))
+
+
+def _pop_address(args: list[str]) -> list[str]:
+    out, it = [], iter(args)
+    for arg in it:
+        if arg == "--address":
+            value = next(it, None)
+            if value is None:
+                fail("--address needs a value (a Ray cluster address)")
+            out.append(f"run.address={value}")
+        elif arg.startswith("--address="):
+            out.append(f"run.address={arg.split('=', 1)[1]}")
+        else:
+            out.append(arg)
+    return out
+
+
+@click.command(
+    "run",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("workflow", required=False)
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
+    """Run WORKFLOW with Hydra OVERRIDES (key=value, group=option, +new=value).
+
+    `matrix run WORKFLOW --help` shows the workflow's config groups; `--cfg job` prints the
+    composed config; `--address ADDR` (or RAY_ADDRESS) joins a Ray cluster.
+    """
+    host = get_plugin_host()
+    if workflow in (None, "--help", "-h"):
+        click.echo(click.get_current_context().get_help())
+        click.echo("\nInstalled workflows:")
+        for name, entry in sorted(host.registry("workflow").items()):
+            click.echo(f"  {name:<20} {entry.spec.description}  [{entry.package}]")
+        return
+    from .config import compose
+
+    args = _pop_address(list(overrides))
+    spec = host.get("workflow", workflow)
+    plain_overrides = [a for a in args if not a.startswith("-")]
+    hydra_flags = [a for a in args if a.startswith("-")]
+    if not hydra_flags:
+        cfg = compose(workflow, plain_overrides)  # validates: one line per bad key or value
+        _execute(cfg, host)
+        return
+    _run_hydra_main(spec.config_name or spec.name, workflow, args, host)
+
+
+def _execute(cfg: dict, host: PluginHost) -> None:
+    from ._private.driver import execute
+
+    summary = execute(cfg, host)
+    click.echo(summary.text())
+    if summary.lost:
+        fail(f"{summary.lost} task(s) were lost in transit; run again with the same output to finish them", code=1)
+
+
+def _run_hydra_main(config_name: str, workflow: str, args: list[str], host: PluginHost) -> None:
+    """Hand the command line to Hydra itself, for --help, --cfg, --info, -m and friends."""
+    import hydra
+
+    from .config import CONFIG_MODULE, HYDRA_DEFAULTS, to_plain
+
+    def task(cfg) -> None:
+        try:
+            _execute(to_plain(cfg), host)
+        except MatrixError as exc:
+            fail(str(exc))
+
+    app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
+    argv = sys.argv
+    sys.argv = [f"matrix run {workflow}", *HYDRA_DEFAULTS, *args]
+    try:
+        app()
+    finally:
+        sys.argv = argv
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json: bool) -> None:
+    """List installed plugins and what each registers."""
+    entries = get_plugin_host().describe()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        click.echo(f"{entry['name']}  ({entry['package']})")
+        if "error" in entry:
+            click.echo(f"    failed to load: {entry['error']}")
+        for kind, names in sorted(entry["registers"].items()):
+            click.echo(f"    {kind}: {', '.join(sorted(names))}")
+
+
+@click.group("new")
+def new_command() -> None:
+    """Create a new plugin package from a template."""
+
+
+@new_command.command("agent")
+@click.argument("name")
+@click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False))
+def new_agent(name: str, output_dir: str) -> None:
+    """Render the agent-plugin template as ./matrix-plugin-NAME."""
+    from ._private.scaffold import render_agent_plugin
+
+    path = render_agent_plugin(name, output_dir)
+    click.echo(f"created {path}\nnext: pip install -e {path} && matrix run {name.replace('-', '_')}")

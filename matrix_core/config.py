@@ -1,0 +1,75 @@
+"""Hydra composition over the config directories that plugins register."""
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any, Sequence
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import OmegaConf
+
+from .errors import ConfigError
+from .plugins import get_plugin_host
+
+CONFIG_MODULE = "matrix_core.conf"
+# Keep Hydra quiet and keep it from creating outputs/ folders or changing directory.
+HYDRA_DEFAULTS = (
+    "hydra/job_logging=none",
+    "hydra/hydra_logging=none",
+    "hydra.run.dir=.",
+    "hydra.output_subdir=null",
+    "hydra.job.chdir=false",
+)
+
+
+class MatrixSearchPath(SearchPathPlugin):
+    """Adds every registered :class:`ConfigDirSpec` to Hydra's search path."""
+
+    def manipulate_search_path(self, search_path) -> None:
+        for name, entry in sorted(get_plugin_host().registry("config_dir").items()):
+            search_path.append(f"matrix:{name}", f"file://{entry.spec.path}")
+
+
+def _package_file(spec: str) -> str:
+    """``${pkg:matrix_plugin_x/data/file.jsonl}``: a file shipped inside an installed package."""
+    package, _, relative = spec.partition("/")
+    try:
+        return str(importlib.resources.files(package).joinpath(relative))
+    except ModuleNotFoundError:
+        raise ConfigError(f"${{pkg:{spec}}}: package {package!r} is not installed") from None
+
+
+Plugins.instance().register(MatrixSearchPath)
+if not OmegaConf.has_resolver("pkg"):
+    OmegaConf.register_new_resolver("pkg", _package_file)
+
+
+def compose(workflow: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Compose a workflow's config as ``matrix run`` would, resolved to a plain dict."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    spec = get_plugin_host().get("workflow", workflow)
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            cfg = hydra_compose(spec.config_name or spec.name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"workflow {workflow!r}: {one_line(exc)}") from None
+    return to_plain(cfg)
+
+
+def to_plain(cfg: Any) -> dict[str, Any]:
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as exc:  # omegaconf raises several types for unresolved values
+        raise ConfigError(f"config: {one_line(exc)}") from None
+    plain.pop("hydra", None)
+    return plain  # type: ignore[return-value]
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf messages span lines and end with search-path dumps: keep the gist."""
+    text = str(exc).split("Config search path:")[0]
+    text = text.split("\n    full_key:")[0]
+    return " ".join(text.split())

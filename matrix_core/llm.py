@@ -1,0 +1,270 @@
+"""An async client for OpenAI-compatible chat endpoints, shared by every agent of a host.
+
+Retries 429 / 5xx / timeouts / connection errors with exponential backoff and jitter
+(honouring ``Retry-After``), caps concurrent requests per endpoint, balances over several
+endpoints by fewest requests in flight and fails over away from a dead one. ``sticky_key``
+pins one task to one endpoint while it is healthy (prefix-cache reuse).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import httpx
+
+from .errors import MatrixError
+from .protocol import ToolCall, Turn, Usage
+from .specs import Endpoint
+
+log = logging.getLogger("matrix.llm")
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class LLMError(MatrixError):
+    """An LLM call failed for good (after retries, or with a non-retryable answer)."""
+
+
+@dataclass
+class LLMResult:
+    content: str | None
+    tool_calls: list[ToolCall]
+    usage: Usage
+    latency_s: float
+    model: str
+    endpoint: str
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_turn(self, agent: str | None = None, role: str = "assistant") -> Turn:
+        return Turn(
+            role=role,
+            content=self.content,
+            agent=agent,
+            tool_calls=self.tool_calls,
+            usage=self.usage,
+            latency_s=self.latency_s,
+        )
+
+
+@dataclass
+class _EndpointState:
+    endpoint: Endpoint
+    semaphore: asyncio.Semaphore
+    in_flight: int = 0
+    dead_until: float = 0.0
+    failures: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() >= self.dead_until
+
+
+def to_openai_messages(turns: Iterable[Turn], system: str | None = None) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for turn in turns:
+        msg: dict[str, Any] = {"role": turn.role, "content": turn.content}
+        if turn.tool_calls:
+            msg["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "arguments": c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments),
+                    },
+                }
+                for c in turn.tool_calls
+            ]
+        if turn.tool_call_id:
+            msg["tool_call_id"] = turn.tool_call_id
+        messages.append(msg)
+    return messages
+
+
+def _parse_tool_calls(message: Mapping[str, Any]) -> list[ToolCall]:
+    calls = []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        fn = call.get("function") or {}
+        args: Any = fn.get("arguments") or "{}"
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            pass  # kept as the raw string: a malformed call marks the turn, not the run
+        calls.append(ToolCall(id=call.get("id") or f"call_{i}", name=fn.get("name", ""), arguments=args))
+    return calls
+
+
+class LLMClient:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        max_concurrency_per_endpoint: int = 64,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 20.0,
+        dead_cooldown_s: float = 5.0,
+        default_params: Mapping[str, Any] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        if not endpoints:
+            raise LLMError("LLM client has no endpoints")
+        self._states = [
+            _EndpointState(e, asyncio.Semaphore(max_concurrency_per_endpoint)) for e in endpoints
+        ]
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.dead_cooldown_s = dead_cooldown_s
+        self.default_params = dict(default_params or {})
+        mounts = {}
+        if transport is None and any(e.base_url.startswith("fake://") for e in endpoints):
+            from .testing import fake_llm_transport
+
+            mounts["fake://"] = fake_llm_transport()
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            mounts=mounts or None,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=max_concurrency_per_endpoint * len(endpoints), max_keepalive_connections=None),
+        )
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [s.endpoint for s in self._states]
+
+    def _pick(self, sticky_key: str | None, exclude: set[int]) -> _EndpointState:
+        candidates = [i for i, s in enumerate(self._states) if i not in exclude and s.alive]
+        if not candidates:
+            candidates = [i for i in range(len(self._states)) if i not in exclude] or list(range(len(self._states)))
+        if sticky_key is not None:
+            return self._states[candidates[zlib.crc32(sticky_key.encode()) % len(candidates)]]
+        return min((self._states[i] for i in candidates), key=lambda s: s.in_flight)
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+        sticky_key: str | None = None,
+        **params: Any,
+    ) -> LLMResult:
+        body: dict[str, Any] = {**self.default_params, **params, "messages": list(messages)}
+        if tools:
+            body["tools"] = list(tools)
+        if json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": dict(json_schema), "strict": True},
+            }
+        tried: set[int] = set()
+        last_error = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            state = self._pick(sticky_key, tried if len(tried) < len(self._states) else set())
+            try:
+                return await self._call(state, body)
+            except _Retryable as exc:
+                last_error = str(exc)
+                if exc.endpoint_down:
+                    state.failures += 1
+                    state.dead_until = time.monotonic() + self.dead_cooldown_s
+                    tried.add(self._states.index(state))
+                if attempt == self.max_retries:
+                    break
+                delay = exc.retry_after
+                if delay is None:
+                    delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+                await asyncio.sleep(delay)
+        raise LLMError(f"LLM call failed after {self.max_retries + 1} attempts: {last_error}")
+
+    async def _call(self, state: _EndpointState, body: dict[str, Any]) -> LLMResult:
+        endpoint = state.endpoint
+        body.setdefault("model", endpoint.model)
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        async with state.semaphore:
+            state.in_flight += 1
+            started = time.perf_counter()
+            try:
+                response = await self._http.post(url, json=body, headers=headers)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                raise _Retryable(f"{endpoint.base_url} unreachable ({type(exc).__name__})", endpoint_down=True) from None
+            except httpx.TimeoutException:
+                raise _Retryable(f"{endpoint.base_url} timed out after {self.timeout_s:g}s") from None
+            finally:
+                state.in_flight -= 1
+        latency = time.perf_counter() - started
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Retryable(
+                f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}",
+                retry_after=_retry_after(response),
+            )
+        if response.status_code >= 400:
+            raise LLMError(f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}")
+        state.failures = 0
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError) as exc:
+            raise LLMError(f"{endpoint.base_url} sent a malformed completion: {exc}") from None
+        usage = data.get("usage") or {}
+        return LLMResult(
+            content=message.get("content"),
+            tool_calls=_parse_tool_calls(message),
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                completion_tokens=usage.get("completion_tokens") or 0,
+            ),
+            latency_s=latency,
+            model=data.get("model") or body["model"],
+            endpoint=endpoint.base_url,
+            finish_reason=choice.get("finish_reason"),
+            raw=data,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None, endpoint_down: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.endpoint_down = endpoint_down
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def client_from_config(endpoints: Sequence[Endpoint], cfg: Mapping[str, Any]) -> LLMClient:
+    """Build the client from the ``llm.client`` config section."""
+    return LLMClient(
+        endpoints,
+        max_concurrency_per_endpoint=int(cfg.get("max_concurrency_per_endpoint", 64)),
+        timeout_s=float(cfg.get("timeout_s", 120)),
+        max_retries=int(cfg.get("max_retries", 4)),
+        backoff_base_s=float(cfg.get("backoff_base_s", 0.5)),
+        backoff_max_s=float(cfg.get("backoff_max_s", 20)),
+        default_params=cfg.get("params") or {},
+    )

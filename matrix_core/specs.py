@@ -1,0 +1,132 @@
+"""Typed specs that plugins register through the hooks in :mod:`matrix_core.hookspecs`.
+
+Each spec is a frozen dataclass with a unique ``name`` within its kind; the plugin host
+records which plugin registered it, so a duplicate is reported with both packages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+if TYPE_CHECKING:
+    import click
+
+    from .agent import Agent
+    from .protocol import Orchestrator
+    from .sink import Sink
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A runnable workflow: ``matrix run NAME`` composes the config ``NAME.yaml``.
+
+    ``orchestrator`` is the class that carries the task and decides which role acts next.
+    ``config_name`` defaults to ``name``; the yaml lives in a registered config directory.
+    """
+
+    name: str
+    orchestrator: type["Orchestrator"]
+    description: str = ""
+    config_name: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent type that workflow configs refer to as ``agents.<role>.type: NAME``."""
+
+    name: str
+    cls: type["Agent"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible server: ``base_url`` ends in ``/v1``."""
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class ServiceHandle:
+    """A started service: its endpoints and how to stop it (a no-op for attached servers)."""
+
+    endpoints: list[Endpoint]
+    stop: Callable[[], None] = lambda: None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LLMBackendSpec:
+    """An LLM service backend selected with ``llm=NAME``.
+
+    ``start(cfg)`` receives the ``llm`` config section as a plain dict (Ray is initialised)
+    and returns a :class:`ServiceHandle`. It raises :class:`matrix_core.MatrixError` with
+    one readable line when the service cannot start.
+    """
+
+    name: str
+    start: Callable[[Mapping[str, Any]], ServiceHandle]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ToolRuntimeSpec:
+    """A tool runtime (sandbox, container) selected with ``runtime=NAME``."""
+
+    name: str
+    factory: Callable[[Mapping[str, Any]], Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """An output format selected with ``sink=NAME``; ``cls`` implements :class:`Sink`."""
+
+    name: str
+    cls: type["Sink"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetLoaderSpec:
+    """Reads a dataset. ``load(cfg)`` yields ``(row_number, row_dict_or_exception)``.
+
+    A row that cannot be parsed is yielded as an exception so the run reports it and goes on.
+    """
+
+    name: str
+    load: Callable[[Mapping[str, Any]], Iterator[tuple[int, "dict[str, Any] | Exception"]]]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigDirSpec:
+    """A directory of Hydra configs (workflow yamls and config groups such as ``llm/``)."""
+
+    name: str
+    path: Path
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A ``matrix`` sub-command: ``command`` is a click command or group."""
+
+    name: str
+    command: "click.Command"
+    description: str = ""
+
+
+SPEC_KINDS: dict[str, type] = {
+    "workflow": WorkflowSpec,
+    "agent": AgentSpec,
+    "llm_backend": LLMBackendSpec,
+    "tool_runtime": ToolRuntimeSpec,
+    "sink": SinkSpec,
+    "dataset_loader": DatasetLoaderSpec,
+    "config_dir": ConfigDirSpec,
+    "command": CommandSpec,
+}
