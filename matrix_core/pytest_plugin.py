@@ -47,12 +47,9 @@ def plugin_host():
 
 
 @pytest.fixture
-async def fake_llm():
+def fake_llm():
+    """A client on the fake endpoint; use it inside ``asyncio.run(...)``."""
     from matrix_core.llm import LLMClient
     from matrix_core.testing import FAKE_ENDPOINT
 
-    client = LLMClient([FAKE_ENDPOINT])
-    try:
-        yield client
-    finally:
-        await client.aclose()
+    return LLMClient([FAKE_ENDPOINT])
