@@ -39,3 +39,21 @@ def fake_llm_transport() -> httpx.MockTransport:
         return httpx.Response(404, json={"error": "not found"})
 
     return httpx.MockTransport(handle)
+
+
+def read_records(path) -> list[dict[str, Any]]:
+    """Records of a JSONL output file."""
+    from pathlib import Path
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def assert_exactly_once(records, expected_ids) -> None:
+    """Every expected task id is in ``records`` exactly once, and nothing else is."""
+    from collections import Counter
+
+    counts = Counter(r["task_id"] for r in records)
+    duplicates = {k: v for k, v in counts.items() if v > 1}
+    assert not duplicates, f"written more than once: {duplicates}"
+    expected = set(expected_ids)
+    assert set(counts) == expected, f"missing {sorted(expected - set(counts))[:10]}, unexpected {sorted(set(counts) - expected)[:10]}"

@@ -41,6 +41,8 @@ class RunSummary:
     wall_s: float = 0.0
     roles: dict[str, Any] = field(default_factory=dict)
     lost: int = 0
+    peak_in_flight: int = 0
+    startup_s: float = 0.0
 
     @property
     def tasks_per_s(self) -> float:
@@ -169,7 +171,7 @@ class _Tasks:
         return orch
 
 
-async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: list, table: dict, sink, counters: Counters, progress: Progress, first_role_cache: dict) -> int:
+async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: list, table: dict, sink, counters: Counters, progress: Progress) -> int:
     run = cfg["run"]
     cap = int(run["max_concurrent_tasks"])
     refs = {role: [ReplicaRef(h, i, c) for h, i, c in entries] for role, entries in table.items()}
@@ -205,6 +207,7 @@ async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: li
                 exhausted = True
                 break
             counters.in_flight += 1
+            counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
             injected += 1
             role = None if orch.done else orch.next_role()
             if role is None:
@@ -253,6 +256,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
     backend = host.get("llm_backend", llm_cfg["backend"]) if llm_cfg.get("backend") else None
     rows = loader.load(dataset_cfg)  # opens the file now: a missing dataset fails before Ray starts
 
+    startup = time.perf_counter()
     started_ray = init_ray(run)
     service: ServiceHandle | None = None
     actors: list = []
@@ -275,6 +279,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             task_timeout_s=float(run["task_timeout_s"]) if run.get("task_timeout_s") else None,
             llm_endpoints=service.endpoints if service else [],
             llm_client=dict(llm_cfg.get("client") or {}),
+            colocate=bool(run.get("colocate", True)),
             batch_max=int(run.get("batch_max") or 256),
             outstanding_per_peer=int(run.get("outstanding_per_peer") or 2),
             run_config=redact(cfg),
@@ -298,7 +303,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
         counters = Counters()
         progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
-        summary.lost = asyncio.run(_drive(plan, cfg, tasks, hosts, table, sink, counters, progress, {}))
+        summary.lost = asyncio.run(_drive(plan, cfg, tasks, hosts, table, sink, counters, progress))
         progress.close()
         ray.get([h.drain.remote() for h in hosts])
         stats = ray.get([h.stats.remote() for h in hosts])
@@ -308,6 +313,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         summary.rows = tasks.rows_read
         summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
         summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
+        summary.peak_in_flight = counters.peak_in_flight
+        summary.startup_s = counters.started - startup
         for s in stats:
             for role, reps in s["replicas"].items():
                 summary.roles.setdefault(role, []).extend(reps)

@@ -28,17 +28,23 @@ class RunPlan:
     task_timeout_s: float | None
     llm_endpoints: list[Endpoint]
     llm_client: dict[str, Any]
+    colocate: bool = True
     batch_max: int = 256
     outstanding_per_peer: int = 2
     run_config: dict[str, Any] = field(default_factory=dict)
 
     def placement(self) -> list[list[tuple[str, int]]]:
-        """Host index -> [(role, replica index)]. Roles with resources get their own hosts."""
+        """Host index -> [(role, replica index)].
+
+        Co-located (default): replicas of all roles share ``hosts`` actors, so most hops stay
+        in one process. Roles with resources, and every role when ``colocate`` is off, get
+        one actor per replica.
+        """
         shared: list[list[tuple[str, int]]] = [[] for _ in range(self.hosts)]
         dedicated: list[list[tuple[str, int]]] = []
         for role in self.roles.values():
             for r in range(role.replicas):
-                if role.resources:
+                if role.resources or not self.colocate:
                     dedicated.append([(role.name, r)])
                 else:
                     shared[r % self.hosts].append((role.name, r))

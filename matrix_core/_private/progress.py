@@ -13,6 +13,7 @@ class Counters:
     failed: int = 0
     skipped: int = 0
     in_flight: int = 0
+    peak_in_flight: int = 0
     hops: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)

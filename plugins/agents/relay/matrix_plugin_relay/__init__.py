@@ -1,0 +1,59 @@
+"""A relay workflow with no LLM: each role stamps the task and passes it on.
+
+Roles are visited in config order, ``laps`` times. It exercises routing, backpressure and
+the sink without any I/O, so its hops/s is the runtime's own ceiling.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
+
+
+class RelayOrchestrator(Orchestrator):
+    record_hops = False  # keep messages small: this workflow measures the runtime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
+        roles = list(config["agents"])
+        return cls(
+            task_id=task_id_for(row_key, trial),
+            row_key=row_key,
+            trial=trial,
+            payload=dict(row),
+            state={"route": roles * int(config.get("laps", 1)), "visits": []},
+        )
+
+    def next_role(self) -> str | None:
+        route, visits = self.state["route"], self.state["visits"]
+        return route[len(visits)] if len(visits) < len(route) else None
+
+
+class Stamp(Agent):
+    """Records (role, host pid) and optionally sleeps to stand in for I/O."""
+
+    async def step(self, orch: Orchestrator) -> None:
+        sleep_ms = float(self.config.get("sleep_ms", 0) or 0)
+        if sleep_ms:
+            await asyncio.sleep(sleep_ms / 1000)
+        if self.config.get("fail_every") and int(orch.row_key) % int(self.config["fail_every"]) == 0:
+            raise RuntimeError(f"injected failure in role {self.context.role}")
+        orch.state["visits"].append([self.context.role, os.getpid()])
+
+
+@hookimpl
+def register_workflows(register):
+    register(WorkflowSpec("relay", RelayOrchestrator, "no-LLM relay through every role (runtime overhead)"))
+
+
+@hookimpl
+def register_agents(register):
+    register(AgentSpec("relay.stamp", Stamp, "stamps the task and passes it on"))
+
+
+@hookimpl
+def register_config_dirs(register):
+    register(ConfigDirSpec("relay", Path(__file__).parent / "conf", "relay.yaml"))

@@ -1,0 +1,105 @@
+"""The peer-to-peer runtime on a real local Ray: routing, backpressure, failures, limits."""
+import json
+
+import matrix_core
+from matrix_core.testing import assert_exactly_once, read_records
+
+
+def run(tmp_path, workflow="relay", *overrides):
+    out = tmp_path / "out.jsonl"
+    summary = matrix_core.run(workflow, [f"output.path={out}", "run.progress=off", *overrides])
+    return summary, read_records(out)
+
+
+def ids(n):
+    return [f"{i}#0" for i in range(n)]
+
+
+def test_every_task_visits_every_role_in_order(matrix_ray, tmp_path):
+    summary, records = run(tmp_path, "relay", "dataset.size=500", "laps=2")
+    assert_exactly_once(records, ids(500))
+    assert summary.done == 500 and summary.failed == 0 and summary.hops == 500 * 6
+    for r in records:
+        assert r["status"] == "done" and r["steps"] == 6
+        assert [v[0] for v in r["state"]["visits"]] == ["a", "b", "c"] * 2
+
+
+def test_forwarding_across_processes_when_roles_are_not_colocated(matrix_ray, tmp_path):
+    summary, records = run(tmp_path, "relay", "dataset.size=300", "run.colocate=false", "run.hosts=1")
+    assert_exactly_once(records, ids(300))
+    pids = {tuple(v[1] for v in r["state"]["visits"]) for r in records}
+    assert all(len(set(p)) == 3 for p in pids), "each role should run in its own actor process"
+
+
+def test_backpressure_caps_steps_per_replica_and_tasks_in_flight(matrix_ray, tmp_path):
+    summary, records = run(
+        tmp_path, "relay", "dataset.size=200", "run.hosts=1", "run.max_concurrent_tasks=40",
+        "agents.a.max_in_flight=4", "agents.a.sleep_ms=20",
+        "agents.b.max_in_flight=3", "agents.b.sleep_ms=20",
+        "agents.c.max_in_flight=5", "agents.c.sleep_ms=1",
+    )
+    assert_exactly_once(records, ids(200))
+    assert summary.peak_in_flight == 40  # reached, never exceeded
+    caps = {"a": 4, "b": 3, "c": 5}
+    for role, replicas in summary.roles.items():
+        for rep in replicas:
+            assert rep["peak_active"] <= caps[role]
+    assert max(rep["peak_active"] for rep in summary.roles["a"]) == 4
+
+
+def test_agent_exception_fails_only_that_task(matrix_ray, tmp_path):
+    summary, records = run(tmp_path, "relay", "dataset.size=100", "+agents.b.fail_every=10")
+    assert_exactly_once(records, ids(100))
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == summary.failed == 10
+    assert all(r["error"]["type"] == "RuntimeError" and r["error"]["role"] == "b" for r in failed)
+    assert all(int(r["row_key"]) % 10 == 0 for r in failed)
+
+
+def test_max_steps_ends_looping_tasks(matrix_ray, tmp_path):
+    summary, records = run(tmp_path, "relay", "dataset.size=20", "laps=5", "run.max_steps=4")
+    assert summary.failed == 20
+    assert all("max_steps=4" in r["error"]["message"] and r["steps"] == 4 for r in records)
+
+
+def test_task_timeout_ends_stuck_tasks(matrix_ray, tmp_path):
+    summary, records = run(tmp_path, "relay", "dataset.size=10", "agents.b.sleep_ms=5000", "run.task_timeout_s=0.5")
+    assert summary.failed == 10
+    assert all("task_timeout_s" in r["error"]["message"] and r["error"]["role"] == "b" for r in records)
+
+
+def test_malformed_rows_are_reported_and_the_run_goes_on(matrix_ray, tmp_path, caplog):
+    data = tmp_path / "topics.jsonl"
+    data.write_text(
+        json.dumps({"id": "ok1", "topic": "tides"}) + "\n"
+        + "{not json\n"
+        + json.dumps(["a", "list"]) + "\n"
+        + json.dumps({"id": "notopic"}) + "\n"
+        + json.dumps({"id": "ok2", "topic": "rain"}) + "\n"
+    )
+    summary, records = run(tmp_path, "dialogue", "llm=fake", f"dataset.path={data}")
+    by_id = {r["task_id"]: r for r in records}
+    assert_exactly_once(records, ["ok1#0", "2#0", "3#0", "notopic#0", "ok2#0"])
+    assert by_id["ok1#0"]["status"] == by_id["ok2#0"]["status"] == "done"
+    assert "invalid JSON" in by_id["2#0"]["error"]["message"] and "row 2" in by_id["2#0"]["state"]["dataset_row"]
+    assert "expected a JSON object" in by_id["3#0"]["error"]["message"]
+    assert "no 'topic'" in by_id["notopic#0"]["error"]["message"]
+    assert summary.done == 2 and summary.failed == 3
+
+
+def test_large_history_travels_through_object_store(matrix_ray, tmp_path):
+    summary, records = run(
+        tmp_path, "dialogue", "llm=fake", "dataset.limit=6", "rounds=3",
+        "run.colocate=false", "run.hosts=1", "run.offload_threshold_bytes=150",
+    )
+    assert summary.done == 6
+    for r in records:
+        assert len(r["history"]) == 6 and all(t["content"] for t in r["history"])
+        assert [t["agent"] for t in r["history"]] == ["questioner", "answerer"] * 3
+
+
+def test_existing_output_is_skipped_on_rerun(matrix_ray, tmp_path):
+    first, _ = run(tmp_path, "relay", "dataset.size=50")
+    second, records = run(tmp_path, "relay", "dataset.size=80")
+    assert first.done == 50 and second.done == 30 and second.skipped == 50
+    assert_exactly_once(records, ids(80))
