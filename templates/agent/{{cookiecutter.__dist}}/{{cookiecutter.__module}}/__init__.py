@@ -1,0 +1,103 @@
+"""{{ cookiecutter.description }}
+
+``matrix run {{ cookiecutter.name }}`` sends every dataset row through two roles: the ``writer``
+answers the row's prompt with the LLM, the ``scorer`` grades the answer in plain Python and
+sends it back for another draft when it misses the length bounds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
+
+NAME = "{{ cookiecutter.name }}"
+WRITER, SCORER = "writer", "scorer"
+
+
+class Task(Orchestrator):
+    """One row's task. Routing lives here, so agents never need to know about each other."""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("row has no 'prompt' string")  # the run records the row as failed
+        return cls(
+            task_id=task_id_for(row_key, trial),
+            row_key=row_key,
+            trial=trial,
+            payload={"prompt": prompt},
+            state={"drafts": 0, "graded": 0, "passed": False, "max_drafts": int(config.get("max_drafts", 2))},
+        )
+
+    def next_role(self) -> str | None:
+        s = self.state
+        if s["graded"] < s["drafts"]:
+            return SCORER
+        if s["drafts"] == 0 or (not s["passed"] and s["drafts"] < s["max_drafts"]):
+            return WRITER
+        return None
+
+
+class Writer(Agent):
+    """Drafts an answer; on a second draft it also sees its first one and the scorer's feedback."""
+
+    uses_llm = True
+
+    async def step(self, orch: Task) -> None:
+        role = self.context.role
+        payload = await orch.get_payload()
+        messages = [
+            {"role": "system", "content": self.config.get("system_prompt", "")},
+            {"role": "user", "content": payload["prompt"]},
+        ]
+        if orch.state["drafts"]:
+            # conversation(), not history: older turns may have moved to the object store.
+            previous = (await orch.conversation())[-1]
+            messages += [
+                {"role": "assistant", "content": previous.content or ""},
+                {"role": "user", "content": orch.state["feedback"]},
+            ]
+        result = await self.llm.chat(
+            messages,
+            max_tokens=int(self.config.get("max_tokens", 128)),
+            temperature=float(self.config.get("temperature", 0.5)),
+            sticky_key=orch.task_id,  # same endpoint per task: better prompt-cache reuse
+        )
+        if not (result.content or "").strip():
+            raise ValueError("the writer produced an empty reply")
+        orch.add_turn(result.to_turn(agent=role))
+        orch.state["drafts"] += 1
+
+
+class Scorer(Agent):
+    """Grades the last draft by its word count; no LLM, so the run starts none for it."""
+
+    async def step(self, orch: Task) -> None:
+        lo, hi = int(self.config.get("min_words", 5)), int(self.config.get("max_words", 80))
+        words = len(((await orch.conversation())[-1].content or "").split())
+        passed = lo <= words <= hi
+        orch.state.update(
+            graded=orch.state["drafts"],
+            words=words,
+            score=round(min(words, hi) / max(words, lo, 1), 3),  # 1.0 inside the bounds
+            passed=passed,
+            feedback=None if passed else f"That was {words} words. Rewrite it in {lo} to {hi} words.",
+        )
+
+
+@hookimpl
+def register_workflows(register):
+    register(WorkflowSpec(NAME, Task, "writer drafts an answer, scorer grades its length"))
+
+
+@hookimpl
+def register_agents(register):
+    register(AgentSpec(f"{NAME}.writer", Writer, "answers the row's prompt with the LLM"))
+    register(AgentSpec(f"{NAME}.scorer", Scorer, "grades the last draft's length (pure Python)"))
+
+
+@hookimpl
+def register_config_dirs(register):
+    register(ConfigDirSpec(NAME, Path(__file__).parent / "conf", f"{NAME}.yaml"))
