@@ -1,0 +1,114 @@
+"""The `matrix` console script, as a user runs it (subprocesses)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from matrix_core.testing import assert_exactly_once, read_records
+
+
+def matrix(*args, timeout=300, env=None):
+    return subprocess.run(["matrix", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_error_line(proc):
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("matrix: error:")]
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "nosuch"], "unknown workflow 'nosuch'; installed: dialogue, relay"),
+        (["run", "relay", "run.nokey=1"], "Could not override 'run.nokey'"),
+        (["run", "relay", "agents.a.type=nope"], "unknown agent 'nope'; installed: "),
+        (["run", "dialogue", "llm=fake", "dataset.path=/no/such.jsonl"], "dataset file not found: /no/such.jsonl"),
+        (["run", "dialogue", "llm=nope"], "Could not find 'llm/nope' Available options in 'llm': "),
+        (["run", "relay", "run.hosts=0"], "run.hosts must be >= 1"),
+        (["-p", "no:relay", "run", "relay"], "unknown workflow 'relay'"),
+        (["run", "dialogue", "llm=endpoint", "llm.base_url=http://127.0.0.1:9/v1"], "LLM endpoint http://127.0.0.1:9/v1 does not answer"),
+        (["run", "dialogue", "llm=endpoint", "llm.base_url=http://127.0.0.1:9/v1", "llm.api_key_env=MATRIX_TEST_UNSET_KEY"], "MATRIX_TEST_UNSET_KEY, which is not set"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, expected):
+    assert expected in one_error_line(matrix(*args))
+
+
+def test_unknown_plugin_in_environment_lists_installed(monkeypatch):
+    monkeypatch.setenv("MATRIX_LOAD_PLUGINS", "nosuch")
+    assert "unknown plugin(s) nosuch; installed: " in one_error_line(matrix("plugins"))
+
+
+def test_plugins_lists_what_each_registers():
+    proc = matrix("plugins", "--json")
+    entries = {e["name"]: e for e in json.loads(proc.stdout)}
+    assert entries["jsonl"]["package"] == "matrix-plugin-jsonl"
+    assert entries["jsonl"]["registers"]["sink"] == ["jsonl"]
+    assert "relay" in matrix("plugins").stdout
+
+
+def test_run_help_lists_workflows_and_hydra_help_works():
+    proc = matrix("run", "--help")
+    assert proc.returncode == 0 and "dialogue" in proc.stdout and "relay" in proc.stdout
+    proc = matrix("run", "relay", "--help")
+    assert proc.returncode == 0 and "Configuration groups" in proc.stdout and "sink: jsonl" in proc.stdout
+
+
+def test_cfg_job_prints_the_composed_config_with_overrides():
+    proc = matrix("run", "relay", "run.max_concurrent_tasks=7", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr
+    assert "max_concurrent_tasks: 7" in proc.stdout and "workflow: relay" in proc.stdout
+
+
+def test_end_to_end_console_script(tmp_path):
+    out = tmp_path / "relay.jsonl"
+    proc = matrix("run", "relay", "dataset.size=300", f"output.path={out}", "run.progress=lines")
+    assert proc.returncode == 0, proc.stderr
+    assert "300 done, 0 failed" in proc.stdout and str(out) in proc.stdout
+    assert "tasks 300/" in proc.stderr or "tasks 300 " in proc.stderr  # progress line
+    assert_exactly_once(read_records(out), [f"{i}#0" for i in range(300)])
+    # Rerun on the same output: nothing to do, nothing duplicated.
+    proc = matrix("run", "relay", "dataset.size=300", f"output.path={out}", "run.progress=off")
+    assert "0 done, 0 failed, 300 already in output" in proc.stdout
+    assert_exactly_once(read_records(out), [f"{i}#0" for i in range(300)])
+
+
+def test_address_flag_joins_a_running_cluster(tmp_path):
+    import os
+    import signal
+    import tempfile
+    import time
+
+    import psutil
+
+    # Ray 2.60 turns token auth on for `ray start`; this throwaway loopback cluster opts out.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    port = "6391"
+    temp = tempfile.mkdtemp(prefix="mxr", dir="/tmp")  # AF_UNIX socket paths must stay short
+    # --block keeps the cluster's processes in one process group that we own and can end,
+    # instead of `ray stop`, which would stop every Ray on the machine.
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+         "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    try:
+        out = tmp_path / "o.jsonl"
+        proc = None
+        for _ in range(30):  # the head takes a few seconds to accept clients
+            proc = matrix("run", "relay", "dataset.size=50", f"output.path={out}", "run.progress=off",
+                          "--address", f"127.0.0.1:{port}", env=env)
+            if proc.returncode == 0 or "cannot start or join Ray" not in proc.stderr:
+                break
+            time.sleep(2)
+        assert proc.returncode == 0, proc.stderr
+        assert "50 done" in proc.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(60)
+        leftovers = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+        for p in leftovers:
+            p.kill()

@@ -1,0 +1,192 @@
+"""The LLM client against scripted OpenAI-compatible HTTP servers on loopback (test doubles
+for fault injection; the real llama.cpp server is exercised in the llamacpp plugin tests)."""
+import asyncio
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from matrix_core import Endpoint, LLMClient, LLMError
+
+
+class ScriptedServer:
+    """Answers /v1/chat/completions from a script of (status, headers, body) steps."""
+
+    def __init__(self, script=(), delay_s=0.0):
+        self.script = list(script)
+        self.requests = []
+        self.active = 0
+        self.peak_active = 0
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.requests.append(body)
+                    outer.active += 1
+                    outer.peak_active = max(outer.peak_active, outer.active)
+                    step = outer.script.pop(0) if outer.script else (200, {}, None)
+                time.sleep(outer.delay_s)
+                status, headers, payload = step
+                if payload is None:
+                    payload = {
+                        "model": "scripted",
+                        "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+                    }
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                with outer.lock:
+                    outer.active -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.endpoint = Endpoint(f"http://127.0.0.1:{self.httpd.server_port}/v1", "scripted")
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(*args, **kwargs):
+        servers.append(ScriptedServer(*args, **kwargs))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def dead_endpoint():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return Endpoint(f"http://127.0.0.1:{port}/v1", "scripted")
+
+
+def chat(client, **kw):
+    async def go():
+        try:
+            return await client.chat([{"role": "user", "content": "hi"}], **kw)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_retries_429_honouring_retry_after(server_factory):
+    server = server_factory([(429, {"Retry-After": "0.3"}, {"error": "slow down"})] * 2)
+    started = time.perf_counter()
+    result = chat(LLMClient([server.endpoint], backoff_base_s=0.01))
+    assert result.content == "ok" and len(server.requests) == 3
+    assert time.perf_counter() - started >= 0.6
+    assert result.usage.prompt_tokens == 3 and result.usage.completion_tokens == 1
+
+
+def test_5xx_until_retries_run_out_is_one_clear_error(server_factory):
+    server = server_factory([(500, {}, {"error": "engine crashed"})] * 10)
+    with pytest.raises(LLMError, match=r"after 3 attempts: .*HTTP 500: .*engine crashed"):
+        chat(LLMClient([server.endpoint], max_retries=2, backoff_base_s=0.01))
+    assert len(server.requests) == 3
+
+
+def test_client_errors_are_not_retried(server_factory):
+    server = server_factory([(400, {}, {"error": "model not found"})])
+    with pytest.raises(LLMError, match="HTTP 400.*model not found"):
+        chat(LLMClient([server.endpoint], backoff_base_s=0.01))
+    assert len(server.requests) == 1
+
+
+def test_fails_over_away_from_a_dead_endpoint(server_factory):
+    server = server_factory()
+    client = LLMClient([dead_endpoint(), server.endpoint], backoff_base_s=0.01)
+
+    async def many():
+        try:
+            return await asyncio.gather(*(client.chat([{"role": "user", "content": str(i)}]) for i in range(10)))
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(many())
+    assert all(r.endpoint == server.endpoint.base_url for r in results)
+    assert len(server.requests) == 10
+
+
+def test_all_endpoints_dead_reports_unreachable():
+    with pytest.raises(LLMError, match="unreachable"):
+        chat(LLMClient([dead_endpoint()], max_retries=1, backoff_base_s=0.01))
+
+
+def test_concurrency_limit_per_endpoint(server_factory):
+    server = server_factory(delay_s=0.05)
+    client = LLMClient([server.endpoint], max_concurrency_per_endpoint=3)
+
+    async def many():
+        try:
+            await asyncio.gather(*(client.chat([{"role": "user", "content": "x"}]) for _ in range(12)))
+        finally:
+            await client.aclose()
+
+    asyncio.run(many())
+    assert server.peak_active == 3
+
+
+def test_sticky_key_pins_a_task_to_one_endpoint(server_factory):
+    a, b = server_factory(), server_factory()
+    client = LLMClient([a.endpoint, b.endpoint])
+
+    async def many():
+        try:
+            return [await client.chat([{"role": "user", "content": "x"}], sticky_key="task-7") for _ in range(6)]
+        finally:
+            await client.aclose()
+
+    assert len({r.endpoint for r in asyncio.run(many())}) == 1
+
+
+def test_tools_schema_and_tool_call_parsing(server_factory):
+    reply = {
+        "model": "scripted",
+        "choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"id\": 3}"}},
+            {"id": "c2", "type": "function", "function": {"name": "broken", "arguments": "{not json"}},
+        ]}, "finish_reason": "tool_calls"}],
+    }
+    server = server_factory([(200, {}, reply)])
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    result = chat(LLMClient([server.endpoint]), tools=tools, json_schema=schema, temperature=0.1)
+    sent = server.requests[0]
+    assert sent["tools"] == tools and sent["temperature"] == 0.1 and sent["model"] == "scripted"
+    assert sent["response_format"]["json_schema"]["schema"] == schema
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("lookup", {"id": 3}), ("broken", "{not json")]
+    assert result.to_turn(agent="assistant").tool_calls[0].id == "c1"
+
+
+def test_malformed_completion_is_an_error(server_factory):
+    server = server_factory([(200, {}, {"unexpected": True})])
+    with pytest.raises(LLMError, match="malformed completion"):
+        chat(LLMClient([server.endpoint]))
+
+
+def test_fake_llm_fixture_answers_through_the_real_client(fake_llm):
+    result = chat(fake_llm)
+    assert result.content.startswith("[fake reply") and result.usage.completion_tokens > 0
