@@ -1,0 +1,89 @@
+"""python -m benchmarks [suite ...] — suites: core (no-LLM runtime throughput and memory).
+
+Every suite measures its baseline in the same run and prints ratios against it; results go
+to benchmarks/results/<suite>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _run(workflow: str, overrides: list[str]) -> dict:
+    import matrix_core
+
+    from ._memory import PeakMemory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with PeakMemory() as mem:
+            summary = matrix_core.run(workflow, [f"output.path={tmp}/out.jsonl", "run.progress=off", *overrides])
+        lines = sum(1 for _ in open(f"{tmp}/out.jsonl"))
+    assert lines == summary.done + summary.failed, "output must hold every task once"
+    return {
+        "tasks": summary.done + summary.failed,
+        "failed": summary.failed,
+        "wall_s": round(summary.wall_s, 3),
+        "startup_s": round(summary.startup_s, 3),
+        "tasks_per_s": round(summary.tasks_per_s, 1),
+        "hops_per_s": round(summary.hops_per_s, 1),
+        "peak_cluster_pss_mb": round(mem.peak / 2**20, 1),
+        "idle_cluster_pss_mb": round(mem.baseline / 2**20, 1),
+    }
+
+
+CORE_MODES = {
+    "p2p (default: co-located roles, coalesced forwarding)": [],
+    "p2p, one actor per role replica, coalesced": ["run.colocate=false"],
+    "naive: one actor per role, one Ray call per hop": ["run.colocate=false", "run.batch_max=1", "run.outstanding_per_peer=1000000"],
+}
+
+
+def suite_core(sizes: list[int]) -> dict:
+    """No-LLM 3-role relay: tasks/s, hops/s and peak cluster memory at each size."""
+    rows = []
+    for size in sizes:
+        base = None
+        for mode, extra in CORE_MODES.items():
+            if mode.startswith("naive") and size > 2000:
+                extra = [*extra, "dataset.size=2000"]  # ~500 hops/s: 10k tasks would take a minute for the same ratio
+            result = _run("relay", [f"dataset.size={size}", "run.max_concurrent_tasks=1024", "run.hosts=2", *extra])
+            base = base or result
+            result.update(mode=mode, size=size, vs_default=round(result["tasks_per_s"] / base["tasks_per_s"], 3))
+            rows.append(result)
+            print(f"{size:>6} tasks | {mode:<55} | {result['tasks_per_s']:>8.0f} tasks/s | {result['hops_per_s']:>8.0f} hops/s "
+                  f"| x{result['vs_default']:<6} | peak {result['peak_cluster_pss_mb']:.0f} MB (idle {result['idle_cluster_pss_mb']:.0f})",
+                  flush=True)
+    return {"rows": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("suites", nargs="*", default=["core"])
+    parser.add_argument("--sizes", default="1000,10000")
+    args = parser.parse_args(argv)
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__, "platform": platform.platform()}
+    RESULTS.mkdir(exist_ok=True)
+    for suite in args.suites:
+        fn = globals().get(f"suite_{suite}")
+        if fn is None:
+            sys.exit(f"unknown suite {suite!r}; available: core")
+        started = time.time()
+        result = fn([int(s) for s in args.sizes.split(",")])
+        result.update(machine=machine, command="python -m benchmarks " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
+        (RESULTS / f"{suite}.json").write_text(json.dumps(result, indent=2))
+        print(f"{suite}: {time.time() - started:.0f}s, results in {RESULTS / (suite + '.json')}")
+
+
+if __name__ == "__main__":
+    main()

