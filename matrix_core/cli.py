@@ -172,4 +172,4 @@ def new_agent(name: str, output_dir: str) -> None:
     from ._private.scaffold import render_agent_plugin
 
     path = render_agent_plugin(name, output_dir)
-    click.echo(f"created {path}\nnext: pip install -e {path} && matrix run {name.replace('-', '_')}")
+    click.echo(f"created {path}\nnext: pip install -e {path} && matrix run {name}")

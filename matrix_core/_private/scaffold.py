@@ -23,6 +23,11 @@ def render_agent_plugin(name: str, output_dir: str, **context: str) -> Path:
         raise ConfigError(
             f"invalid plugin name {name!r}: use lowercase letters, digits and underscores, starting with a letter"
         )
+    from ..plugins import get_plugin_host
+
+    taken = get_plugin_host().registry("workflow")
+    if name in taken:
+        raise ConfigError(f"a workflow named {name!r} is already installed (from {taken[name].package}); choose another name")
     template = TEMPLATES / "agent"
     if not (template / "cookiecutter.json").is_file():
         raise ConfigError(f"the agent template is missing from this matrix-core install ({template})")
