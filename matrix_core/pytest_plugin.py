@@ -29,6 +29,7 @@ def matrix_ray(request):
             include_dashboard=False,
             _temp_dir=os.path.join(tempfile.gettempdir(), f"matrix-test-ray-{os.getpid()}"),
             logging_level="WARNING",
+            _node_ip_address="127.0.0.1",
         )
     yield ray
     ray.shutdown()

@@ -112,6 +112,7 @@ def init_ray(run: Mapping[str, Any]) -> bool:
         if run.get("num_cpus"):
             kwargs["num_cpus"] = int(run["num_cpus"])
         kwargs["_temp_dir"] = run.get("ray_temp_dir") or os.path.join(tempfile.gettempdir(), "matrix-ray")
+        kwargs["_node_ip_address"] = "127.0.0.1"  # a local cluster talks over loopback only
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
