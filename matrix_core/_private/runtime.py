@@ -135,7 +135,7 @@ class AgentHostImpl:
         self.peers = peers
         self.table = {role: [ReplicaRef(h, i, cap) for h, i, cap in refs] for role, refs in table.items()}
         self._ref = {(role, r.host, r.index): r for role, refs in self.table.items() for r in refs}
-        if self.plan.llm_endpoints and any(self.plan.roles[r].options.get("uses_llm", True) for r, _ in self.placement):
+        if self.plan.llm_endpoints and any(self.plan.roles[r].agent_cls.uses_llm for r, _ in self.placement):
             self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
         for role_name, replica_index in self.placement:
             role = self.plan.roles[role_name]
