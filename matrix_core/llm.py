@@ -127,10 +127,11 @@ class LLMClient:
         self.dead_cooldown_s = dead_cooldown_s
         self.default_params = dict(default_params or {})
         mounts = {}
-        if transport is None and any(e.base_url.startswith("fake://") for e in endpoints):
-            from .testing import fake_llm_transport
-
-            mounts["fake://"] = fake_llm_transport()
+        if transport is None:
+            for e in endpoints:
+                if e.transport:
+                    scheme = e.base_url.split("://", 1)[0] + "://"
+                    mounts.setdefault(scheme, _load_transport(e.transport))
         self._http = httpx.AsyncClient(
             transport=transport,
             mounts=mounts or None,
@@ -242,6 +243,16 @@ class _Retryable(Exception):
         super().__init__(message)
         self.retry_after = retry_after
         self.endpoint_down = endpoint_down
+
+
+def _load_transport(ref: str) -> httpx.AsyncBaseTransport:
+    import importlib
+
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError) as exc:
+        raise LLMError(f"cannot load LLM transport {ref!r}: {exc}") from None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

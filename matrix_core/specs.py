@@ -42,11 +42,18 @@ class AgentSpec:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One OpenAI-compatible server: ``base_url`` ends in ``/v1``."""
+    """One OpenAI-compatible server: ``base_url`` ends in ``/v1``.
+
+    ``transport`` ("module:factory") names a callable returning an ``httpx.AsyncBaseTransport``
+    that answers this endpoint's requests in-process instead of over the network (the fake
+    LLM; a client library such as LiteLLM). The client's retries, limits and failover apply
+    either way.
+    """
 
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
+    transport: str | None = None
 
 
 @dataclass

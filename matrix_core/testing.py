@@ -12,7 +12,7 @@ import httpx
 
 from .specs import Endpoint
 
-FAKE_ENDPOINT = Endpoint(base_url="fake://llm/v1", model="fake-echo")
+FAKE_ENDPOINT = Endpoint(base_url="fake://llm/v1", model="fake-echo", transport="matrix_core.testing:fake_llm_transport")
 
 
 def _fake_reply(body: dict[str, Any]) -> dict[str, Any]:
