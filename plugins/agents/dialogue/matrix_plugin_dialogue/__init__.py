@@ -36,28 +36,24 @@ class _Speaker(Agent):
 
     uses_llm = True
 
-    def opening(self, topic: str) -> str:
-        return f"Topic: {topic}"
-
-    async def step(self, orch: Orchestrator) -> None:
+    def messages(self, topic: str, turns: list) -> list[dict[str, str]]:
         role = self.context.role
         messages = [{"role": "system", "content": self.config.get("system_prompt", "")}]
+        messages += [{"role": "assistant" if t.agent == role else "user", "content": t.content or ""} for t in turns]
+        return messages
+
+    async def step(self, orch: Orchestrator) -> None:
         payload = await orch.get_payload()
-        messages.append({"role": "user", "content": self.opening(payload["topic"])})
-        for turn in await orch.conversation():
-            messages.append({"role": "assistant" if turn.agent == role else "user", "content": turn.content or ""})
-        if messages[-1]["role"] == "assistant":  # chat templates expect a user turn last
-            messages.append({"role": "user", "content": "Continue."})
         result = await self.llm.chat(
-            messages,
+            self.messages(payload["topic"], await orch.conversation()),
             max_tokens=int(self.config.get("max_tokens", 96)),
             temperature=float(self.config.get("temperature", 0.7)),
             sticky_key=orch.task_id,
         )
         text = (result.content or "").strip()
         if not text:
-            raise ValueError(f"{role} produced an empty reply")
-        turn = result.to_turn(agent=role)
+            raise ValueError(f"{self.context.role} produced an empty reply")
+        turn = result.to_turn(agent=self.context.role)
         turn.content = text
         orch.add_turn(turn)
         self.after(orch)
@@ -67,14 +63,20 @@ class _Speaker(Agent):
 
 
 class Questioner(_Speaker):
-    def opening(self, topic: str) -> str:
-        return f"The topic is: {topic}. Ask your question."
+    """Opens with a question on the topic; later asks a follow-up to the last answer."""
+
+    def messages(self, topic: str, turns: list) -> list[dict[str, str]]:
+        ask = self.config.get("ask_prompt", "Ask one short question about {topic}.").format(topic=topic)
+        if not turns:
+            return [{"role": "system", "content": self.config.get("system_prompt", "")}, {"role": "user", "content": ask}]
+        follow = self.config.get("follow_up_prompt", "{answer}\n\nAsk one short follow-up question about this.")
+        messages = super().messages(topic, turns)
+        messages.insert(1, {"role": "user", "content": ask})
+        messages[-1]["content"] = follow.format(answer=messages[-1]["content"], topic=topic)
+        return messages
 
 
 class Answerer(_Speaker):
-    def opening(self, topic: str) -> str:
-        return f"We are discussing: {topic}."
-
     def after(self, orch: Orchestrator) -> None:
         orch.state["answers"] += 1
 
