@@ -1,4 +1,5 @@
-"""python -m benchmarks [suite ...] — suites: core (no-LLM runtime throughput and memory).
+"""python -m benchmarks [suite ...] — suites: core (no-LLM runtime throughput and memory),
+protocol (orchestrator serialisation cost).
 
 Every suite measures its baseline in the same run and prints ratios against it; results go
 to benchmarks/results/<suite>.json.
@@ -64,6 +65,30 @@ def suite_core(sizes: list[int]) -> dict:
     return {"rows": rows}
 
 
+def suite_protocol(sizes: list[int]) -> dict:
+    """Orchestrator pickle round trip (what a Ray call costs to serialise) vs a plain dict."""
+    import pickle
+    import timeit
+
+    from matrix_core import Turn
+    from matrix_plugin_dialogue import DialogueOrchestrator
+
+    rows = []
+    for turns in (0, 4, 32):
+        orch = DialogueOrchestrator.from_row({"topic": "tides"}, row_key="r", trial=0, config={"rounds": 2})
+        for i in range(turns):
+            orch.add_turn(Turn(role="assistant", agent="answerer", content="word " * 60, usage={"prompt_tokens": 50, "completion_tokens": 60}))
+        plain = orch.model_dump()
+        n = 2000
+        t_orch = timeit.timeit(lambda: pickle.loads(pickle.dumps(orch, protocol=5)), number=n) / n
+        t_dict = timeit.timeit(lambda: pickle.loads(pickle.dumps(plain, protocol=5)), number=n) / n
+        row = {"turns": turns, "bytes": len(pickle.dumps(orch, protocol=5)), "orchestrator_us": round(t_orch * 1e6, 1),
+               "plain_dict_us": round(t_dict * 1e6, 1), "ratio_vs_dict": round(t_orch / t_dict, 2)}
+        rows.append(row)
+        print(f"{turns:>3} turns | {row['bytes']:>7} B | orchestrator {row['orchestrator_us']:>7} us | dict {row['plain_dict_us']:>7} us | x{row['ratio_vs_dict']}", flush=True)
+    return {"rows": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("suites", nargs="*", default=["core"])
@@ -77,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     for suite in args.suites:
         fn = globals().get(f"suite_{suite}")
         if fn is None:
-            sys.exit(f"unknown suite {suite!r}; available: core")
+            sys.exit(f"unknown suite {suite!r}; available: core, protocol")
         started = time.time()
         result = fn([int(s) for s in args.sizes.split(",")])
         result.update(machine=machine, command="python -m benchmarks " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))

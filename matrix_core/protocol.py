@@ -16,19 +16,36 @@ from typing import Any, ClassVar, Mapping
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
+def _rebuild(cls, fields: dict, fields_set: set) -> "BaseModel":
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+class _Part(BaseModel):
+    """Parts of a message pickle as (class, fields): ~1.7x cheaper than pydantic's default,
+    which matters because every cross-process hop pickles the whole history."""
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.__dict__, self.__pydantic_fields_set__))
+
+
 class Status(str, Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
 
 
-class ToolCall(BaseModel):
+class ToolCall(_Part):
     id: str
     name: str
     arguments: Any = Field(default_factory=dict)
 
 
-class Usage(BaseModel):
+class Usage(_Part):
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -37,7 +54,7 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
 
-class Turn(BaseModel):
+class Turn(_Part):
     """One message of the conversation, with who produced it and what it cost."""
 
     role: str
@@ -56,7 +73,7 @@ class Turn(BaseModel):
         return size
 
 
-class Hop(BaseModel):
+class Hop(_Part):
     """Timing of one agent step: time queued at the replica, time in ``step``."""
 
     role: str
@@ -65,7 +82,7 @@ class Hop(BaseModel):
     step_s: float
 
 
-class ErrorInfo(BaseModel):
+class ErrorInfo(_Part):
     type: str
     message: str
     role: str | None = None
