@@ -13,6 +13,7 @@ from .specs import (
     DatasetLoaderSpec,
     Endpoint,
     LLMBackendSpec,
+    RunMetrics,
     ServiceHandle,
     SinkSpec,
     ToolRuntimeSpec,
@@ -22,7 +23,7 @@ from .specs import (
 __all__ = [
     "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
     "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "Hop", "LLMBackendSpec", "LLMClient",
-    "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost",
+    "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
     "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntimeSpec", "Turn",
     "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",
     "to_openai_messages",

@@ -23,12 +23,25 @@ class WorkflowSpec:
 
     ``orchestrator`` is the class that carries the task and decides which role acts next.
     ``config_name`` defaults to ``name``; the yaml lives in a registered config directory.
+    ``metrics``, if given, is called with the run config and returns a :class:`RunMetrics`
+    that sees every record the run writes; its ``result()`` is part of the run summary.
     """
 
     name: str
     orchestrator: type["Orchestrator"]
     description: str = ""
     config_name: str | None = None
+    metrics: Callable[[Mapping[str, Any]], "RunMetrics"] | None = None
+
+
+class RunMetrics:
+    """Aggregates a workflow's own statistics (accuracy, funnel counts) as records are written."""
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def result(self) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class RunSummary:
     lost: int = 0
     peak_in_flight: int = 0
     startup_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tasks_per_s(self) -> float:
@@ -57,7 +58,12 @@ class RunSummary:
             f"matrix run {self.workflow}: {self.done} done, {self.failed} failed, {self.skipped} already in output "
             f"| {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
             f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
+            + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
         )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def redact(value: Any) -> Any:
@@ -285,7 +291,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             outstanding_per_peer=int(run.get("outstanding_per_peer") or 2),
             run_config=redact(cfg),
         )
-        sink = SinkActor.options(num_cpus=0, max_concurrency=64).remote(sink_spec.cls, sink_cfg)
+        metrics = workflow.metrics(cfg) if workflow.metrics else None
+        sink = SinkActor.options(num_cpus=0, max_concurrency=64).remote(sink_spec.cls, sink_cfg, metrics)
         actors.append(sink)
         existing = ray.get(sink.open.remote())
         placement = plan.placement()
@@ -311,6 +318,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         closing = ray.get(sink.close.remote())
         ray.get([h.close.remote() for h in hosts])
         summary.output = closing["location"] or summary.output
+        summary.metrics = closing["metrics"]
         summary.rows = tasks.rows_read
         summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
         summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed

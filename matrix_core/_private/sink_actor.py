@@ -14,8 +14,9 @@ log = logging.getLogger("matrix.sink")
 
 
 class SinkActorImpl:
-    def __init__(self, sink_cls: type, config: Mapping[str, Any]):
+    def __init__(self, sink_cls: type, config: Mapping[str, Any], metrics=None):
         self.sink = sink_cls(config)
+        self.metrics = metrics
         self.written: dict[str, str] = {}
         self.pending: list[tuple[str, str, int, int]] = []
         self.event = asyncio.Event()
@@ -37,6 +38,8 @@ class SinkActorImpl:
                 continue
             record = await orch.to_record()
             records.append(record)
+            if self.metrics is not None:
+                self.metrics.add(record)
             tokens = sum((t.get("usage") or {}).get("prompt_tokens", 0) + (t.get("usage") or {}).get("completion_tokens", 0) for t in record["history"])
             completions.append((orch.task_id, orch.status.value, orch.steps, tokens))
         if records:
@@ -61,7 +64,12 @@ class SinkActorImpl:
 
     async def close(self) -> dict[str, Any]:
         self.sink.close()
-        return {"written": len(self.written), "duplicates_dropped": self.duplicates, "location": self.sink.location}
+        return {
+            "written": len(self.written),
+            "duplicates_dropped": self.duplicates,
+            "location": self.sink.location,
+            "metrics": self.metrics.result() if self.metrics is not None else {},
+        }
 
 
 SinkActor = ray.remote(SinkActorImpl)

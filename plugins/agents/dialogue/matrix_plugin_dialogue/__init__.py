@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, Turn, WorkflowSpec, hookimpl, task_id_for
+from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, RunMetrics, WorkflowSpec, hookimpl, task_id_for
 
 QUESTIONER, ANSWERER = "questioner", "answerer"
 
@@ -81,9 +81,27 @@ class Answerer(_Speaker):
         orch.state["answers"] += 1
 
 
+class DialogueMetrics(RunMetrics):
+    """Mean turns and tokens per finished dialogue."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.dialogues = self.turns = self.tokens = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        if record["status"] != "done":
+            return
+        self.dialogues += 1
+        self.turns += len(record["history"])
+        self.tokens += sum((t.get("usage") or {}).get("completion_tokens", 0) for t in record["history"])
+
+    def result(self) -> dict[str, Any]:
+        n = max(self.dialogues, 1)
+        return {"dialogues": self.dialogues, "mean_turns": self.turns / n, "completion_tokens_per_dialogue": self.tokens / n}
+
+
 @hookimpl
 def register_workflows(register):
-    register(WorkflowSpec("dialogue", DialogueOrchestrator, "a questioner and an answerer discuss seed topics"))
+    register(WorkflowSpec("dialogue", DialogueOrchestrator, "a questioner and an answerer discuss seed topics", metrics=DialogueMetrics))
 
 
 @hookimpl

@@ -40,3 +40,6 @@ def test_runs_on_the_fake_llm(matrix_ray, tmp_path):
     assert summary.done == 24 and summary.failed == 0
     assert_exactly_once(records, [r["task_id"] for r in records])
     assert all(len(r["history"]) == 4 for r in records)
+    assert summary.metrics["dialogues"] == 24 and summary.metrics["mean_turns"] == 4.0
+    assert summary.metrics["completion_tokens_per_dialogue"] > 0
+    assert "mean_turns: 4" in summary.text()
