@@ -103,3 +103,26 @@ def test_existing_output_is_skipped_on_rerun(matrix_ray, tmp_path):
     second, records = run(tmp_path, "relay", "dataset.size=80")
     assert first.done == 50 and second.done == 30 and second.skipped == 50
     assert_exactly_once(records, ids(80))
+
+
+def _plasma_objects():
+    import re
+
+    from ray._private.internal_api import memory_summary
+
+    return int(re.search(r"(\d+) objects", memory_summary(stats_only=True)).group(1))
+
+
+def test_offloaded_payloads_are_freed_once_written(matrix_ray, tmp_path):
+    import time
+
+    data = tmp_path / "big.jsonl"
+    # Objects over 100 KB live in the shared object store (smaller ones stay with their owner).
+    data.write_text("".join(json.dumps({"id": f"b{i}", "topic": f"{i} " + "x" * 150_000}) + "\n" for i in range(5)))
+    before = _plasma_objects()
+    summary, records = run(tmp_path, "dialogue", "llm=fake", f"dataset.path={data}", "run.colocate=false", "run.offload_threshold_bytes=65536")
+    assert summary.done == 5 and all(len(r["payload"]["topic"]) > 150_000 for r in records)
+    deadline = time.time() + 20
+    while _plasma_objects() > before and time.time() < deadline:
+        time.sleep(0.5)
+    assert _plasma_objects() == before
