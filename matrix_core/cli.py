@@ -48,6 +48,8 @@ class MatrixGroup(click.Group):
             return super().invoke(ctx)
         except MatrixError as exc:
             fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; run the same command again to resume (finished tasks are kept)", code=130)
 
 
 @click.group(cls=MatrixGroup)

@@ -126,3 +126,29 @@ def test_offloaded_payloads_are_freed_once_written(matrix_ray, tmp_path):
     while _plasma_objects() > before and time.time() < deadline:
         time.sleep(0.5)
     assert _plasma_objects() == before
+
+
+def test_a_dead_host_ends_the_run_with_a_clear_error_not_a_hang(matrix_ray, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import pytest
+    import ray
+
+    from matrix_core import MatrixError
+    from matrix_core._private import driver
+
+    monkeypatch.setattr(driver, "STALL_CHECK_S", 1.0)
+
+    def kill_a_host():
+        for _ in range(300):
+            hosts = [n for n in ray.util.list_named_actors() if n.startswith("matrix-host-")]
+            if hosts:
+                time.sleep(1.0)  # let tasks reach it
+                ray.kill(ray.get_actor(hosts[0]))
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=kill_a_host, daemon=True).start()
+    with pytest.raises(MatrixError, match=r"agent host \d died .* run the same command again"):
+        run(tmp_path, "relay", "dataset.size=50", "run.hosts=1", "agents.a.sleep_ms=30000")

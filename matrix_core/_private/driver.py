@@ -8,6 +8,7 @@ import os
 import pickle
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -206,6 +207,7 @@ async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: li
     sink_box = Outbox(send=lambda b: sink.write.remote(b), on_reply=lambda _: None, on_error=lost_batch, max_batch=plan.batch_max, max_outstanding=plan.outstanding_per_peer)
     source = iter(tasks)
     exhausted = False
+    last_progress = time.monotonic()
     while True:
         injected = 0
         while not exhausted and counters.in_flight < cap:
@@ -237,7 +239,13 @@ async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: li
         counters.skipped = tasks.skipped
         if exhausted and counters.in_flight <= 0:
             break
-        for task_id, status, steps, tokens in await sink.poll.remote(0.5):
+        completions = await sink.poll.remote(0.5)
+        if completions:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > STALL_CHECK_S:
+            await _check_alive(hosts, sink, counters.in_flight)
+            last_progress = time.monotonic()
+        for task_id, status, steps, tokens in completions:
             counters.in_flight -= 1
             counters.hops += steps
             counters.tokens += tokens
@@ -247,6 +255,23 @@ async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: li
                 counters.failed += 1
         progress.update()
     return lost
+
+
+STALL_CHECK_S = 10.0
+
+
+async def _check_alive(hosts: list, sink, in_flight: int) -> None:
+    """No completion for a while: make sure every actor still answers, instead of waiting forever."""
+    from ray.exceptions import RayActorError
+
+    for name, actor in [*((f"agent host {i}", h) for i, h in enumerate(hosts)), ("sink", sink)]:
+        try:
+            await asyncio.wait_for(actor.ping.remote(), 30)
+        except (RayActorError, asyncio.TimeoutError) as exc:
+            raise MatrixError(
+                f"{name} died or stopped answering ({type(exc).__name__}) with {in_flight} task(s) in flight; "
+                "run the same command again: tasks already in the output are kept and the rest are redone"
+            ) from None
 
 
 def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | None = None) -> RunSummary:
@@ -296,8 +321,11 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         actors.append(sink)
         existing = ray.get(sink.open.remote())
         placement = plan.placement()
+        run_id = uuid.uuid4().hex[:8]  # names the actors so operators (and tests) can find them
         hosts = [
-            AgentHost.options(num_cpus=0, max_concurrency=100_000, **_ray_resources(plan.host_resources(p))).remote(i, plan, p, sink)
+            AgentHost.options(
+                name=f"matrix-host-{run_id}-{i}", num_cpus=0, max_concurrency=100_000, **_ray_resources(plan.host_resources(p))
+            ).remote(i, plan, p, sink)
             for i, p in enumerate(placement)
         ]
         actors.extend(hosts)

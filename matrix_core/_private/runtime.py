@@ -275,6 +275,9 @@ class AgentHostImpl:
             if box is not None:
                 await box.drain()
 
+    async def ping(self) -> bool:
+        return True
+
     async def stats(self) -> dict[str, Any]:
         return {
             "host": self.index,

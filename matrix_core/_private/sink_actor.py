@@ -62,6 +62,9 @@ class SinkActorImpl:
         out, self.pending = self.pending, []
         return out
 
+    async def ping(self) -> bool:
+        return True
+
     async def close(self) -> dict[str, Any]:
         self.sink.close()
         return {
