@@ -21,6 +21,12 @@ class Sink:
     def open(self) -> None:
         pass
 
+    def remove(self, task_ids: set[str]) -> None:
+        """Drops these tasks from the output (``resume.retry_failed``: redo failed tasks)."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"sink {type(self).__name__} cannot remove records, so resume.retry_failed is not supported")
+
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
         raise NotImplementedError
 

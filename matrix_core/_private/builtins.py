@@ -19,6 +19,7 @@ def register_dataset_loaders(register):
 def register_llm_backends(register):
     register(LLMBackendSpec("fake", services.start_fake, "in-process echo LLM for tests and dry runs"))
     register(LLMBackendSpec("endpoint", services.start_endpoint, "attach to running OpenAI-compatible servers by URL"))
+    register(LLMBackendSpec("service", services.start_service, "attach to a service from `matrix services start` (llm.name)"))
 
 
 @hookimpl
@@ -29,7 +30,9 @@ def register_config_dirs(register):
 @hookimpl
 def register_commands(register):
     from ..cli import new_command, plugins_command, run_command
+    from .services_cli import services_group
 
     register(CommandSpec("run", run_command, "run a workflow"))
     register(CommandSpec("plugins", plugins_command, "list installed plugins"))
     register(CommandSpec("new", new_command, "create a plugin from a template"))
+    register(CommandSpec("services", services_group, "long-lived LLM services shared by runs"))

@@ -41,7 +41,8 @@ class RunSummary:
     tokens: int = 0
     wall_s: float = 0.0
     roles: dict[str, Any] = field(default_factory=dict)
-    lost: int = 0
+    resent: int = 0
+    resent_from_checkpoint: int = 0
     peak_in_flight: int = 0
     startup_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -179,99 +180,157 @@ class _Tasks:
         return orch
 
 
-async def _drive(plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: list, table: dict, sink, counters: Counters, progress: Progress) -> int:
-    run = cfg["run"]
-    cap = int(run["max_concurrent_tasks"])
-    refs = {role: [ReplicaRef(h, i, c) for h, i, c in entries] for role, entries in table.items()}
-    by_key = {(role, r.host, r.index): r for role, rs in refs.items() for r in rs}
-    lost = 0
+class _Drive:
+    """Injects tasks, counts completions, and re-sends what a dead actor took with it.
 
-    def update_loads(reply):
+    Every injected task stays in ``pending`` (with the state to restart it from) until the
+    sink reports it written. When a host comes back with a new incarnation, or nothing has
+    finished for a while, the driver asks every host which tasks it holds and the sink which
+    are written; a pending task held by nobody is re-sent from its last checkpoint (or from
+    the start). A task that is in fact still alive somewhere finishes twice; the sink keeps
+    the first, so the output holds it exactly once.
+    """
+
+    def __init__(self, plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: list, table: dict, sink, counters: Counters, progress: Progress):
+        self.plan, self.tasks, self.hosts, self.sink = plan, tasks, hosts, sink
+        self.counters, self.progress = counters, progress
+        run = cfg["run"]
+        self.cap = int(run["max_concurrent_tasks"])
+        self.health_every_s = float(run.get("health_check_s") or 2.0)
+        self.refs = {role: [ReplicaRef(h, i, c) for h, i, c in entries] for role, entries in table.items()}
+        self.by_key = {(role, r.host, r.index): r for role, rs in self.refs.items() for r in rs}
+        self.pending: dict[str, Orchestrator] = {}
+        self.incarnations: list[str | None] = [None] * len(hosts)
+        self.resent = self.resent_from_checkpoint = 0
+        self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self._update_loads) for h in hosts]
+        self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
+
+    def _box(self, send, on_reply) -> Outbox:
+        return Outbox(send=send, on_reply=on_reply, on_error=self._send_failed,
+                      max_batch=self.plan.batch_max, max_outstanding=self.plan.outstanding_per_peer)
+
+    def _update_loads(self, reply) -> None:
         host, loads = reply
         for role, by_index in loads.items():
             for index, load in by_index.items():
-                ref = by_key.get((role, host, index))
+                ref = self.by_key.get((role, host, index))
                 if ref is not None:
                     ref.load = load
 
-    def lost_batch(batch, exc):
-        nonlocal lost
-        lost += len(batch)
-        counters.in_flight -= len(batch)
-        log.error("%d task(s) could not be delivered: %s", len(batch), exc)
+    def _send_failed(self, batch, exc) -> None:
+        # Still pending: the next reconciliation re-sends them.
+        log.warning("%d task(s) could not be delivered (%s); they will be re-sent", len(batch), exc)
 
-    boxes = [
-        Outbox(send=(lambda b, h=h: h.deliver.remote(b)), on_reply=update_loads, on_error=lost_batch, max_batch=plan.batch_max, max_outstanding=plan.outstanding_per_peer)
-        for h in hosts
-    ]
-    sink_box = Outbox(send=lambda b: sink.write.remote(b), on_reply=lambda _: None, on_error=lost_batch, max_batch=plan.batch_max, max_outstanding=plan.outstanding_per_peer)
-    source = iter(tasks)
-    exhausted = False
-    last_progress = time.monotonic()
-    while True:
-        injected = 0
-        while not exhausted and counters.in_flight < cap:
-            orch = next(source, None)
-            if orch is None:
-                exhausted = True
-                break
-            counters.in_flight += 1
-            counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
-            injected += 1
-            role = None if orch.done else orch.next_role()
-            if role is None:
-                if orch.status is Status.RUNNING:
-                    orch.status = Status.DONE
-                sink_box.add(orch)
-                continue
-            targets = refs.get(role)
-            if not targets:
-                orch.fail(f"first role {role!r} has no agent; configured roles: {', '.join(sorted(refs))}")
-                sink_box.add(orch)
-                continue
-            target = min(targets, key=lambda r: r.load / r.capacity)
-            target.load += 1
-            if plan.offload_threshold_bytes and orch.payload is not None:
-                orch.offload(plan.offload_threshold_bytes, payload_bytes=len(pickle.dumps(orch.payload, protocol=5)))
-            boxes[target.host].add((role, target.index, orch))
-            if injected % 256 == 0:
-                await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
-        counters.skipped = tasks.skipped
-        if exhausted and counters.in_flight <= 0:
-            break
-        completions = await sink.poll.remote(0.5)
-        if completions:
-            last_progress = time.monotonic()
-        elif time.monotonic() - last_progress > STALL_CHECK_S:
-            await _check_alive(hosts, sink, counters.in_flight)
-            last_progress = time.monotonic()
-        for task_id, status, steps, tokens in completions:
-            counters.in_flight -= 1
-            counters.hops += steps
-            counters.tokens += tokens
-            if status == Status.DONE.value:
-                counters.done += 1
-            else:
-                counters.failed += 1
-        progress.update()
-    return lost
+    def inject(self, orch: Orchestrator) -> None:
+        self.pending[orch.task_id] = orch
+        role = None if orch.done else orch.next_role()
+        if role is None:
+            if orch.status is Status.RUNNING:
+                orch.status = Status.DONE
+            self.sink_box.add(orch)
+            return
+        targets = self.refs.get(role)
+        if not targets:
+            orch.fail(f"first role {role!r} has no agent; configured roles: {', '.join(sorted(self.refs))}")
+            self.sink_box.add(orch)
+            return
+        target = min(targets, key=lambda r: r.load / r.capacity)
+        target.load += 1
+        if self.plan.offload_threshold_bytes and orch.payload is not None:
+            orch.offload(self.plan.offload_threshold_bytes, payload_bytes=len(pickle.dumps(orch.payload, protocol=5)))
+        self.boxes[target.host].add((role, target.index, orch))
+
+    def complete(self, task_id: str, status: str, steps: int = 0, tokens: int = 0) -> None:
+        if self.pending.pop(task_id, None) is None:
+            return
+        c = self.counters
+        c.in_flight -= 1
+        c.hops += steps
+        c.tokens += tokens
+        if status == Status.DONE.value:
+            c.done += 1
+        else:
+            c.failed += 1
+
+    async def run(self) -> None:
+        c = self.counters
+        source = iter(self.tasks)
+        exhausted = False
+        last_progress = last_health = time.monotonic()
+        while True:
+            injected = 0
+            while not exhausted and c.in_flight < self.cap:
+                orch = next(source, None)
+                if orch is None:
+                    exhausted = True
+                    break
+                c.in_flight += 1
+                c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+                injected += 1
+                self.inject(orch)
+                if injected % 256 == 0:
+                    await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
+            c.skipped = self.tasks.skipped
+            if exhausted and c.in_flight <= 0:
+                return
+            for task_id, status, steps, tokens in await self.sink.poll.remote(0.5):
+                self.complete(task_id, status, steps, tokens)
+                last_progress = time.monotonic()
+            now = time.monotonic()
+            stalled = now - last_progress > STALL_CHECK_S
+            if stalled or now - last_health > self.health_every_s:
+                last_health = now
+                if await self._restarted() or stalled:
+                    await self.reconcile()
+                    last_progress = time.monotonic()
+            self.progress.update()
+
+    async def _restarted(self) -> bool:
+        """True when a host answers with a new incarnation (Ray restarted its process)."""
+        from ray.exceptions import RayActorError
+
+        changed = False
+        for i, host in enumerate(self.hosts):
+            try:
+                incarnation = await asyncio.wait_for(host.ping.remote(), 60)
+            except (RayActorError, asyncio.TimeoutError) as exc:
+                raise MatrixError(
+                    f"agent host {i} died and could not be restarted ({type(exc).__name__}) with {self.counters.in_flight} "
+                    "task(s) in flight; run the same command again: tasks already in the output are kept, the rest are redone"
+                ) from None
+            if self.incarnations[i] not in (None, incarnation):
+                log.warning("agent host %d was restarted; re-sending the tasks it lost", i)
+                changed = True
+            self.incarnations[i] = incarnation
+        return changed
+
+    async def reconcile(self) -> None:
+        held: set[str] = set()
+        for host in self.hosts:
+            _, ids = await host.held_ids.remote()
+            held.update(ids)
+        held.update(item[2].task_id for box in self.boxes for item in box.items())
+        held.update(o.task_id for o in self.sink_box.items())
+        waiting = [t for t in self.pending if t not in held]
+        if not waiting:
+            return
+        written, checkpoints = await self.sink.recover.remote(waiting)
+        for task_id, status in written.items():
+            self.complete(task_id, status)
+        lost = [t for t in waiting if t not in written]
+        for task_id in lost:
+            orch = self.pending[task_id]
+            if task_id in checkpoints:
+                orch = type(orch).model_validate(checkpoints[task_id])
+            self.inject(orch)
+        if lost:
+            from_checkpoint = sum(t in checkpoints for t in lost)
+            self.resent += len(lost)
+            self.resent_from_checkpoint += from_checkpoint
+            log.warning("re-sent %d task(s) lost in flight (%d from a checkpoint)", len(lost), from_checkpoint)
 
 
 STALL_CHECK_S = 10.0
-
-
-async def _check_alive(hosts: list, sink, in_flight: int) -> None:
-    """No completion for a while: make sure every actor still answers, instead of waiting forever."""
-    from ray.exceptions import RayActorError
-
-    for name, actor in [*((f"agent host {i}", h) for i, h in enumerate(hosts)), ("sink", sink)]:
-        try:
-            await asyncio.wait_for(actor.ping.remote(), 30)
-        except (RayActorError, asyncio.TimeoutError) as exc:
-            raise MatrixError(
-                f"{name} died or stopped answering ({type(exc).__name__}) with {in_flight} task(s) in flight; "
-                "run the same command again: tasks already in the output are kept and the rest are redone"
-            ) from None
 
 
 def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | None = None) -> RunSummary:
@@ -312,34 +371,40 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             llm_endpoints=service.endpoints if service else [],
             llm_client=dict(llm_cfg.get("client") or {}),
             colocate=bool(run.get("colocate", True)),
+            checkpoint_every=int(run.get("checkpoint_every") or 0),
             batch_max=int(run.get("batch_max") or 256),
             outstanding_per_peer=int(run.get("outstanding_per_peer") or 2),
             run_config=redact(cfg),
         )
+        retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
         metrics = workflow.metrics(cfg) if workflow.metrics else None
-        sink = SinkActor.options(num_cpus=0, max_concurrency=64).remote(sink_spec.cls, sink_cfg, metrics)
+        run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
+        names = {"sink": f"matrix-sink-{run_id}"}
+        sink = SinkActor.options(name=names["sink"], num_cpus=0, max_concurrency=64).remote(sink_spec.cls, sink_cfg, metrics, retry_failed)
         actors.append(sink)
         existing = ray.get(sink.open.remote())
         placement = plan.placement()
-        run_id = uuid.uuid4().hex[:8]  # names the actors so operators (and tests) can find them
-        hosts = [
-            AgentHost.options(
-                name=f"matrix-host-{run_id}-{i}", num_cpus=0, max_concurrency=100_000, **_ray_resources(plan.host_resources(p))
-            ).remote(i, plan, p, sink)
-            for i, p in enumerate(placement)
-        ]
-        actors.extend(hosts)
+        names["hosts"] = [f"matrix-host-{run_id}-{i}" for i in range(len(placement))]
         table: dict[str, list[tuple[int, int, int]]] = {}
         for i, p in enumerate(placement):
             for role, replica in p:
                 table.setdefault(role, []).append((i, replica, roles[role].max_in_flight))
-        ray.get([h.start.remote(hosts, table) for h in hosts])
+        hosts = [
+            AgentHost.options(
+                name=names["hosts"][i], num_cpus=0, max_concurrency=100_000, **_ray_resources(plan.host_resources(p))
+            ).remote(i, plan, p, names, table)
+            for i, p in enumerate(placement)
+        ]
+        actors.extend(hosts)
+        incarnations = ray.get([h.start.remote() for h in hosts])
 
-        retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
         tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
         counters = Counters()
         progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
-        summary.lost = asyncio.run(_drive(plan, cfg, tasks, hosts, table, sink, counters, progress))
+        drive = _Drive(plan, cfg, tasks, hosts, table, sink, counters, progress)
+        drive.incarnations = list(incarnations)
+        asyncio.run(drive.run())
+        summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint
         progress.close()
         ray.get([h.drain.remote() for h in hosts])
         stats = ray.get([h.stats.remote() for h in hosts])
@@ -355,7 +420,6 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         for s in stats:
             for role, reps in s["replicas"].items():
                 summary.roles.setdefault(role, []).extend(reps)
-            summary.lost += s["lost_sends"]
         return summary
     finally:
         for actor in actors:

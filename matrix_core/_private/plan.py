@@ -29,6 +29,7 @@ class RunPlan:
     llm_endpoints: list[Endpoint]
     llm_client: dict[str, Any]
     colocate: bool = True
+    checkpoint_every: int = 0
     batch_max: int = 256
     outstanding_per_peer: int = 2
     run_config: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -36,6 +37,7 @@ class Outbox:
         self._max_batch = max_batch
         self._max_outstanding = max_outstanding
         self._buffer: list = []
+        self._sending: list[list] = []  # batches not yet acknowledged: still ours to account for
         self._outstanding = 0
         self._scheduled = False
         self._idle = asyncio.Event()
@@ -56,7 +58,13 @@ class Outbox:
             self._outstanding += 1
             asyncio.ensure_future(self._deliver(batch))
 
+    def items(self):
+        yield from self._buffer
+        for batch in self._sending:
+            yield from batch
+
     async def _deliver(self, batch: list) -> None:
+        self._sending.append(batch)
         try:
             reply = await self._send(batch)
         except BaseException as exc:  # noqa: BLE001 - peer death must not kill the sender
@@ -64,6 +72,7 @@ class Outbox:
         else:
             self._on_reply(reply)
         finally:
+            self._sending.remove(batch)
             self._outstanding -= 1
             self._flush()
             if not self._buffer and not self._outstanding:
@@ -89,6 +98,7 @@ class Replica:
         self.active = 0
         self.peak_active = 0
         self.steps = 0
+        self.running: dict[int, Orchestrator] = {}
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(max_in_flight)]
 
     @property
@@ -103,12 +113,20 @@ class Replica:
             enqueued, orch = await self.queue.get()
             self.active += 1
             self.peak_active = max(self.peak_active, self.active)
+            self.running[id(orch)] = orch
             try:
                 await self.host.process(self, orch, enqueued)
             except Exception:  # a runtime bug must not stop the worker loop
                 log.exception("internal error while processing task %s", getattr(orch, "task_id", "?"))
             finally:
                 self.active -= 1
+                self.running.pop(id(orch), None)
+
+    def task_ids(self):
+        for _, orch in self.queue._queue:  # asyncio.Queue keeps its items in a deque
+            yield orch.task_id
+        for orch in self.running.values():
+            yield orch.task_id
 
     def stop(self) -> None:
         for w in self._workers:
@@ -118,23 +136,32 @@ class Replica:
 class AgentHostImpl:
     """Everything an agent host does; wrapped as a Ray actor by :data:`AgentHost`."""
 
-    def __init__(self, index: int, plan: RunPlan, placement: list[tuple[str, int]], sink: Any):
+    def __init__(self, index: int, plan: RunPlan, placement: list[tuple[str, int]], names: dict[str, Any], table: dict[str, list[tuple[int, int, int]]]):
         self.index = index
         self.plan = plan
         self.placement = placement
-        self.sink = sink
-        self.replicas: dict[str, list[Replica]] = defaultdict(list)
-        self.table: dict[str, list[ReplicaRef]] = {}
-        self.peers: list[Any] = []
-        self.outboxes: dict[int, Outbox] = {}
-        self.sink_box: Outbox | None = None
-        self.llm = None
-        self.lost_sends = 0
-
-    async def start(self, peers: list[Any], table: dict[str, list[tuple[int, int, int]]]) -> None:
-        self.peers = peers
+        self.names = names  # {"hosts": [actor names], "sink": actor name}
         self.table = {role: [ReplicaRef(h, i, cap) for h, i, cap in refs] for role, refs in table.items()}
         self._ref = {(role, r.host, r.index): r for role, refs in self.table.items() for r in refs}
+        self.replicas: dict[str, list[Replica]] = defaultdict(list)
+        self.outboxes: dict[int, Outbox] = {}
+        self.sink_box: Outbox | None = None
+        self.checkpoint_box: Outbox | None = None
+        self.llm = None
+        self.lost_sends = 0
+        # A restarted actor gets a new incarnation: the driver then re-sends what it lost.
+        self.incarnation = uuid.uuid4().hex
+        self._started: asyncio.Task | None = None
+
+    async def start(self) -> str:
+        """Creates the agents (once; every entry point calls it, so a restarted host rebuilds)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        await self._started
+        return self.incarnation
+
+    async def _start(self) -> None:
+        self.sink = ray.get_actor(self.names["sink"])
         if self.plan.llm_endpoints and any(self.plan.roles[r].agent_cls.uses_llm for r, _ in self.placement):
             self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
         for role_name, replica_index in self.placement:
@@ -150,19 +177,18 @@ class AgentHostImpl:
             agent = role.agent_cls(ctx)
             await agent.setup()
             self.replicas[role_name].append(Replica(self, role_name, replica_index, agent, role.max_in_flight))
-        self.sink_box = Outbox(
-            send=lambda batch: self.sink.write.remote(batch),
-            on_reply=lambda _: None,
-            on_error=self._sink_failed,
-            max_batch=self.plan.batch_max,
-            max_outstanding=self.plan.outstanding_per_peer,
-        )
+        self.sink_box = self._box(lambda batch: self.sink.write.remote(batch), lambda _: None, self._sink_failed)
+        self.checkpoint_box = self._box(lambda batch: self.sink.checkpoint.remote(batch), lambda _: None, self._sink_failed)
+
+    def _box(self, send, on_reply, on_error) -> Outbox:
+        return Outbox(send=send, on_reply=on_reply, on_error=on_error, max_batch=self.plan.batch_max, max_outstanding=self.plan.outstanding_per_peer)
 
     # --- receiving ------------------------------------------------------------------
     def loads(self) -> dict[str, dict[int, int]]:
         return {role: {r.index: r.load for r in reps} for role, reps in self.replicas.items()}
 
     async def deliver(self, batch: list[tuple[str, int, Orchestrator]]) -> tuple[int, dict[str, dict[int, int]]]:
+        await self.start()
         for role, replica_index, orch in batch:
             self._local(role, replica_index).put(orch)
         return self.index, self.loads()
@@ -209,6 +235,8 @@ class AgentHostImpl:
                 orch.status = Status.DONE
             self.finish(orch)
         else:
+            if plan.checkpoint_every and orch.steps % plan.checkpoint_every == 0:
+                self.checkpoint_box.add(orch.model_copy())  # a snapshot: the task moves on
             self.route(next_role, orch)
 
     def route(self, role: str, orch: Orchestrator) -> None:
@@ -240,14 +268,8 @@ class AgentHostImpl:
     def _outbox(self, host: int) -> Outbox:
         box = self.outboxes.get(host)
         if box is None:
-            peer = self.peers[host]
-            box = self.outboxes[host] = Outbox(
-                send=lambda batch: peer.deliver.remote(batch),
-                on_reply=self._update_loads,
-                on_error=self._peer_failed,
-                max_batch=self.plan.batch_max,
-                max_outstanding=self.plan.outstanding_per_peer,
-            )
+            peer = ray.get_actor(self.names["hosts"][host])
+            box = self.outboxes[host] = self._box(lambda batch: peer.deliver.remote(batch), self._update_loads, self._peer_failed)
         return box
 
     def _update_loads(self, reply: tuple[int, dict[str, dict[int, int]]]) -> None:
@@ -271,14 +293,23 @@ class AgentHostImpl:
         log.error("host %d: %d finished task(s) could not reach the sink: %s", self.index, len(batch), exc)
 
     async def drain(self) -> None:
-        for box in [*self.outboxes.values(), self.sink_box]:
+        for box in [*self.outboxes.values(), self.sink_box, self.checkpoint_box]:
             if box is not None:
                 await box.drain()
 
-    async def ping(self) -> bool:
-        return True
+    async def ping(self) -> str:
+        return await self.start()
+
+    async def held_ids(self) -> tuple[str, list[str]]:
+        """Task ids this host is responsible for: queued, running, or sent but not acknowledged."""
+        await self.start()
+        ids = [tid for reps in self.replicas.values() for rep in reps for tid in rep.task_ids()]
+        for box in [*self.outboxes.values(), self.sink_box, ]:
+            ids.extend(item[2].task_id if isinstance(item, tuple) else item.task_id for item in box.items())
+        return self.incarnation, ids
 
     async def stats(self) -> dict[str, Any]:
+        await self.start()
         return {
             "host": self.index,
             "replicas": {
@@ -297,4 +328,6 @@ class AgentHostImpl:
             await self.llm.aclose()
 
 
-AgentHost = ray.remote(AgentHostImpl)
+# Restarted by Ray when its process dies; calls in flight are retried on the new incarnation
+# (at-least-once: the sink drops duplicates by task id).
+AgentHost = ray.remote(max_restarts=-1, max_task_retries=-1)(AgentHostImpl)

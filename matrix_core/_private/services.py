@@ -1,6 +1,8 @@
-"""Built-in LLM backends: ``fake`` (in-process test double) and ``endpoint`` (attach by URL)."""
+"""Built-in LLM backends: ``fake`` (in-process test double), ``endpoint`` (attach by URL) and
+``service`` (attach to a service started with ``matrix services start``)."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping
 
@@ -9,6 +11,8 @@ import httpx
 from ..errors import ConfigError, MatrixError
 from ..specs import Endpoint, ServiceHandle
 from ..testing import FAKE_ENDPOINT
+
+log = logging.getLogger("matrix.services")
 
 
 def start_fake(cfg: Mapping[str, Any]) -> ServiceHandle:
@@ -40,3 +44,20 @@ def start_endpoint(cfg: Mapping[str, Any]) -> ServiceHandle:
         elif model not in served and served:
             raise ConfigError(f"model {model!r} is not served at {url}; it serves: {', '.join(map(str, served))}")
     return ServiceHandle(endpoints=[Endpoint(base_url=u, model=str(model), api_key=key) for u in urls])
+
+
+def start_service(cfg: Mapping[str, Any]) -> ServiceHandle:
+    """Use service ``llm.name`` of the joined cluster; the service outlives the run (no-op stop)."""
+    from .services_cli import lookup, probe
+
+    name = cfg.get("name")
+    if not name:
+        raise ConfigError("llm.name is not set: name a service from `matrix services list`")
+    record = lookup(str(name))
+    endpoints = [Endpoint(base_url=e["base_url"], model=e["model"]) for e in record["endpoints"]]
+    down = {e.base_url: why for e in endpoints if (why := probe(e.base_url)) is not None}
+    if len(down) == len(endpoints):
+        raise MatrixError(f"service {name!r} does not answer ({'; '.join(f'{u}: {w}' for u, w in down.items())}); restart it with `matrix services stop {name}` and `start`")
+    for url, why in down.items():
+        log.warning("service %r: %s is down (%s); the run uses the other endpoints", name, url, why)
+    return ServiceHandle(endpoints=endpoints, info={"service": name, "backend": record["backend"], "reused": True})

@@ -1,58 +1,144 @@
-"""The sink actor: the terminal role. Writes each task id once and returns credits."""
+"""The sink actor: the terminal role. Writes each task id once and returns credits.
+
+It is restarted by Ray if its process dies; on restart it re-reads the output (the file is
+the truth) so nothing already written is written again. It also keeps the latest
+checkpoint of each running task (``run.checkpoint_every``), in memory and in a sidecar
+file next to the output, so a task lost with an agent, or with the whole run, restarts from
+its last checkpoint rather than from its first step.
+"""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import logging
-import time
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import ray
 
+from ..errors import MatrixError
 from ..protocol import Orchestrator, Status
 
 log = logging.getLogger("matrix.sink")
 
 
 class SinkActorImpl:
-    def __init__(self, sink_cls: type, config: Mapping[str, Any], metrics=None):
+    def __init__(self, sink_cls: type, config: Mapping[str, Any], metrics=None, retry_failed: bool = False):
         self.sink = sink_cls(config)
         self.metrics = metrics
-        self.written: dict[str, str] = {}
+        self.retry_failed = retry_failed
+        self.written: dict[str, str] = {}  # durable: flushed to the output
+        self.writing: set[str] = set()  # being written now: a second copy is a duplicate too
         self.pending: list[tuple[str, str, int, int]] = []
         self.event = asyncio.Event()
         self.duplicates = 0
+        self.checkpoints: dict[str, dict[str, Any]] = {}
+        self._opened: dict[str, str] | None = None
+        self._lock = None
+        self._ckpt_file = None
+
+    def _sidecar(self, suffix: str) -> Path | None:
+        location = self.sink.location
+        return Path(location + suffix) if location else None
 
     async def open(self) -> dict[str, str]:
-        """Opens the output; returns the ids (and status) an earlier run already wrote."""
+        """Opens the output (once per incarnation); returns what earlier runs wrote."""
+        if self._opened is None:
+            self._opened = self._open()
+        return self._opened
+
+    def _open(self) -> dict[str, str]:
+        lock_path = self._sidecar(".lock")
+        if lock_path is not None:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_path.open("a+")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise MatrixError(f"{self.sink.location} is being written by another run; wait for it or stop it") from None
         existing = self.sink.existing_ids()
+        if self.retry_failed:
+            failed = {k for k, v in existing.items() if v != Status.DONE.value}
+            if failed:
+                self.sink.remove(failed)
+                existing = {k: v for k, v in existing.items() if k not in failed}
         self.written.update(existing)
+        self._load_checkpoints()
         self.sink.open()
         return existing
 
+    def _load_checkpoints(self) -> None:
+        path = self._sidecar(".checkpoints.jsonl")
+        if path is None:
+            return
+        if path.exists():
+            with path.open("rb") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a torn last line from a crash
+                    if entry["task_id"] not in self.written:
+                        self.checkpoints[entry["task_id"]] = entry
+        self._ckpt_file = path.open("a")
+
     async def write(self, batch: list[Orchestrator]) -> int:
-        records = []
-        completions = []
+        await self.open()
+        records, completions = [], []
+        batch_ids = []
         for orch in batch:
-            if orch.task_id in self.written:
+            if orch.task_id in self.written or orch.task_id in self.writing:
                 self.duplicates += 1
                 continue
-            record = await orch.to_record()
-            records.append(record)
+            self.writing.add(orch.task_id)
+            batch_ids.append((orch.task_id, orch.status.value))
+            records.append(await orch.to_record())
+            record = records[-1]
             if self.metrics is not None:
                 self.metrics.add(record)
             tokens = sum((t.get("usage") or {}).get("prompt_tokens", 0) + (t.get("usage") or {}).get("completion_tokens", 0) for t in record["history"])
             completions.append((orch.task_id, orch.status.value, orch.steps, tokens))
+            self.checkpoints.pop(orch.task_id, None)
         if records:
-            self.sink.write(records)
-            self.sink.flush()
-            for task_id, status, _, _ in completions:
-                self.written[task_id] = status
+            try:
+                self.sink.write(records)
+                self.sink.flush()
+            finally:
+                self.writing.difference_update(t for t, _ in batch_ids)
+            self.written.update(batch_ids)
             self.pending.extend(completions)
             self.event.set()
         return len(records)
 
+    async def checkpoint(self, batch: list[Orchestrator]) -> None:
+        """Keeps the newest snapshot per task, materialised (no object-store references)."""
+        await self.open()
+        for orch in batch:
+            if orch.task_id in self.written:
+                continue
+            previous = self.checkpoints.get(orch.task_id)
+            if previous is not None and previous["steps"] >= orch.steps:
+                continue
+            entry = {"task_id": orch.task_id, "steps": orch.steps, "state": await orch.to_record()}
+            self.checkpoints[orch.task_id] = entry
+            if self._ckpt_file is not None:
+                self._ckpt_file.write(json.dumps(entry, default=str) + "\n")
+        if self._ckpt_file is not None:
+            self._ckpt_file.flush()
+
+    async def recover(self, task_ids: list[str]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+        """For tasks the driver still waits on: those already written (with status), and the
+        checkpoints of the others."""
+        await self.open()
+        written = {t: self.written[t] for t in task_ids if t in self.written}
+        checkpoints = {t: self.checkpoints[t]["state"] for t in task_ids if t in self.checkpoints and t not in written}
+        return written, checkpoints
+
     async def poll(self, timeout_s: float) -> list[tuple[str, str, int, int]]:
         """Completions since the last poll; waits up to ``timeout_s`` for the first one."""
+        await self.open()
         if not self.pending:
             self.event.clear()
             try:
@@ -63,10 +149,19 @@ class SinkActorImpl:
         return out
 
     async def ping(self) -> bool:
+        await self.open()
         return True
 
     async def close(self) -> dict[str, Any]:
+        await self.open()
         self.sink.close()
+        if self._ckpt_file is not None:
+            self._ckpt_file.close()
+            path = self._sidecar(".checkpoints.jsonl")
+            if not self.checkpoints and path is not None:
+                path.unlink(missing_ok=True)  # every task finished: nothing to resume from
+        if self._lock is not None:
+            self._lock.close()
         return {
             "written": len(self.written),
             "duplicates_dropped": self.duplicates,
@@ -75,4 +170,4 @@ class SinkActorImpl:
         }
 
 
-SinkActor = ray.remote(SinkActorImpl)
+SinkActor = ray.remote(max_restarts=-1, max_task_retries=-1)(SinkActorImpl)

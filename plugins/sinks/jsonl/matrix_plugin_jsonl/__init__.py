@@ -49,6 +49,21 @@ class JsonlSink(Sink):
                 f.truncate(good_until)
         return ids
 
+    def remove(self, task_ids: set[str]) -> None:
+        """Rewrites the file without these ids; atomic (a crash leaves the old or the new file)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self.path.open("rb") as src, tmp.open("wb") as dst:
+            for line in src:
+                try:
+                    if json.loads(line).get("task_id") in task_ids:
+                        continue
+                except ValueError:
+                    continue
+                dst.write(line)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, self.path)
+
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab")
