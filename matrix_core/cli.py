@@ -67,7 +67,7 @@ def main(plugin_opts: Sequence[str]) -> None:
         set_plugin_host(PluginHost.from_env(block=blocked))
 
 
-def _pop_address(args: list[str]) -> list[str]:
+def _run_flags(args: list[str]) -> list[str]:
     out, it = [], iter(args)
     for arg in it:
         if arg == "--address":
@@ -77,6 +77,8 @@ def _pop_address(args: list[str]) -> list[str]:
             out.append(f"run.address={value}")
         elif arg.startswith("--address="):
             out.append(f"run.address={arg.split('=', 1)[1]}")
+        elif arg == "--force":
+            out.append("run.force=true")
         else:
             out.append(arg)
     return out
@@ -93,7 +95,8 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
     """Run WORKFLOW with Hydra OVERRIDES (key=value, group=option, +new=value).
 
     `matrix run WORKFLOW --help` shows the workflow's config groups; `--cfg job` prints the
-    composed config; `--address ADDR` (or RAY_ADDRESS) joins a Ray cluster.
+    composed config; `--address ADDR` (or RAY_ADDRESS) joins a Ray cluster; `--force`
+    appends to an output that a different workflow or dataset wrote.
     """
     host = get_plugin_host()
     if workflow in (None, "--help", "-h"):
@@ -104,7 +107,7 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
         return
     from .config import compose
 
-    args = _pop_address(list(overrides))
+    args = _run_flags(list(overrides))
     spec = host.get("workflow", workflow)
     plain_overrides = [a for a in args if not a.startswith("-")]
     hydra_flags = [a for a in args if a.startswith("-")]

@@ -152,3 +152,32 @@ def test_a_dead_host_ends_the_run_with_a_clear_error_not_a_hang(matrix_ray, tmp_
     threading.Thread(target=kill_a_host, daemon=True).start()
     with pytest.raises(MatrixError, match=r"agent host \d died .* run the same command again"):
         run(tmp_path, "relay", "dataset.size=50", "run.hosts=1", "agents.a.sleep_ms=30000")
+
+
+def test_retry_failed_reruns_only_failed_tasks_and_replaces_their_lines(matrix_ray, tmp_path):
+    first, _ = run(tmp_path, "relay", "dataset.size=40", "+agents.b.fail_every=10")
+    assert first.failed == 4
+    second, records = run(tmp_path, "relay", "dataset.size=40", "resume.retry_failed=true")
+    assert second.done == 4 and second.skipped == 36
+    assert_exactly_once(records, ids(40))
+    assert all(r["status"] == "done" for r in records)
+
+
+def test_duplicate_row_ids_are_reported_and_skipped(matrix_ray, tmp_path):
+    data = tmp_path / "dup.jsonl"
+    data.write_text("".join(json.dumps({"id": k, "topic": "tides"}) + "\n" for k in ["a", "b", "a", "c"]))
+    summary, records = run(tmp_path, "dialogue", "llm=fake", f"dataset.path={data}")
+    assert summary.duplicate_rows == 1 and summary.done == 3
+    assert_exactly_once(records, ["a#0", "b#0", "c#0"])
+
+
+def test_an_output_of_another_workflow_is_refused_unless_forced(matrix_ray, tmp_path):
+    import pytest
+
+    from matrix_core import MatrixError
+
+    run(tmp_path, "relay", "dataset.size=5")
+    with pytest.raises(MatrixError, match=r"written by a different run \(.*workflow: 'relay' there, 'dialogue' now.*--force"):
+        run(tmp_path, "dialogue", "llm=fake", "dataset.limit=2")
+    summary, records = run(tmp_path, "dialogue", "llm=fake", "dataset.limit=2", "run.force=true")
+    assert summary.done == 2 and len(records) == 7

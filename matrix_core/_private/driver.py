@@ -42,6 +42,7 @@ class RunSummary:
     wall_s: float = 0.0
     roles: dict[str, Any] = field(default_factory=dict)
     resent: int = 0
+    duplicate_rows: int = 0
     resent_from_checkpoint: int = 0
     peak_in_flight: int = 0
     startup_s: float = 0.0
@@ -144,6 +145,8 @@ class _Tasks:
         self.skipped = 0
         self.rows_read = 0
         self.bad_rows = 0
+        self.duplicate_rows = 0
+        self._seen: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[Orchestrator]:
         for row_number, row in self.rows:
@@ -152,6 +155,11 @@ class _Tasks:
             self.rows_read += 1
             where = f"{self.dataset.get('path') or self.dataset.get('loader')} row {row_number}"
             key = str(row.get(self.id_field)) if isinstance(row, Mapping) and self.id_field and row.get(self.id_field) is not None else str(row_number)
+            first = self._seen.setdefault(key, row_number)
+            if first != row_number:
+                self.duplicate_rows += 1
+                log.error("%s: duplicate %s %r (first at row %d): skipped", where, self.id_field, key, first)
+                continue
             for trial in range(self.trials):
                 task_id = task_id_for(key, trial)
                 previous = self.skip.get(task_id)
@@ -380,9 +388,16 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         metrics = workflow.metrics(cfg) if workflow.metrics else None
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
         names = {"sink": f"matrix-sink-{run_id}"}
-        sink = SinkActor.options(name=names["sink"], num_cpus=0, max_concurrency=64).remote(sink_spec.cls, sink_cfg, metrics, retry_failed)
+        owner = {
+            "workflow": cfg["workflow"],
+            "dataset": {k: dataset_cfg.get(k) for k in ("loader", "path", "size", "id_field")},
+            "trials": int(run.get("trials", 1)),
+        }
+        sink = SinkActor.options(name=names["sink"], num_cpus=0, max_concurrency=64).remote(
+            sink_spec.cls, sink_cfg, metrics, retry_failed, owner, bool(run.get("force", False))
+        )
         actors.append(sink)
-        existing = ray.get(sink.open.remote())
+        existing = _get(sink.open.remote())
         placement = plan.placement()
         names["hosts"] = [f"matrix-host-{run_id}-{i}" for i in range(len(placement))]
         table: dict[str, list[tuple[int, int, int]]] = {}
@@ -396,7 +411,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             for i, p in enumerate(placement)
         ]
         actors.extend(hosts)
-        incarnations = ray.get([h.start.remote() for h in hosts])
+        incarnations = _get([h.start.remote() for h in hosts])
 
         tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
         counters = Counters()
@@ -413,6 +428,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         summary.output = closing["location"] or summary.output
         summary.metrics = closing["metrics"]
         summary.rows = tasks.rows_read
+        summary.duplicate_rows = tasks.duplicate_rows
         summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
         summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
         summary.peak_in_flight = counters.peak_in_flight
@@ -431,6 +447,18 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             service.stop()
         if started_ray:
             ray.shutdown()
+
+
+def _get(refs):
+    """``ray.get`` that re-raises a remote MatrixError as itself (one line, no remote traceback)."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(refs)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, MatrixError):
+            raise exc.cause from None
+        raise MatrixError(f"{type(exc.cause).__name__}: {exc.cause}") from None
 
 
 def _ray_resources(resources: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,8 +25,11 @@ log = logging.getLogger("matrix.sink")
 
 
 class SinkActorImpl:
-    def __init__(self, sink_cls: type, config: Mapping[str, Any], metrics=None, retry_failed: bool = False):
+    def __init__(self, sink_cls: type, config: Mapping[str, Any], metrics=None, retry_failed: bool = False,
+                 owner: Mapping[str, Any] | None = None, force: bool = False):
         self.sink = sink_cls(config)
+        self.owner = dict(owner or {})
+        self.force = force
         self.metrics = metrics
         self.retry_failed = retry_failed
         self.written: dict[str, str] = {}  # durable: flushed to the output
@@ -58,6 +61,7 @@ class SinkActorImpl:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise MatrixError(f"{self.sink.location} is being written by another run; wait for it or stop it") from None
+        self._check_owner()
         existing = self.sink.existing_ids()
         if self.retry_failed:
             failed = {k for k, v in existing.items() if v != Status.DONE.value}
@@ -68,6 +72,19 @@ class SinkActorImpl:
         self._load_checkpoints()
         self.sink.open()
         return existing
+
+    def _check_owner(self) -> None:
+        """An output belongs to one workflow and dataset: resuming someone else's would mix data."""
+        path = self._sidecar(".meta.json")
+        if path is None or not self.owner:
+            return
+        if path.exists() and not self.force:
+            previous = json.loads(path.read_text())
+            differs = sorted(k for k in set(previous) | set(self.owner) if previous.get(k) != self.owner.get(k))
+            if differs:
+                detail = ", ".join(f"{k}: {previous.get(k)!r} there, {self.owner.get(k)!r} now" for k in differs)
+                raise MatrixError(f"{self.sink.location} was written by a different run ({detail}); use another output.path, or --force to append anyway")
+        path.write_text(json.dumps(self.owner, indent=1))
 
     def _load_checkpoints(self) -> None:
         path = self._sidecar(".checkpoints.jsonl")
