@@ -150,7 +150,7 @@ def test_a_dead_host_ends_the_run_with_a_clear_error_not_a_hang(matrix_ray, tmp_
             time.sleep(0.1)
 
     threading.Thread(target=kill_a_host, daemon=True).start()
-    with pytest.raises(MatrixError, match=r"agent host \d died .* run the same command again"):
+    with pytest.raises(MatrixError, match=r"agent host \d died and could not be restarted .* run the same command again"):
         run(tmp_path, "relay", "dataset.size=50", "run.hosts=1", "agents.a.sleep_ms=30000")
 
 

@@ -208,7 +208,7 @@ class _Drive:
         self.refs = {role: [ReplicaRef(h, i, c) for h, i, c in entries] for role, entries in table.items()}
         self.by_key = {(role, r.host, r.index): r for role, rs in self.refs.items() for r in rs}
         self.pending: dict[str, Orchestrator] = {}
-        self.incarnations: list[str | None] = [None] * len(hosts)
+        self.incarnations: list[str | None] = [None] * (len(hosts) + 1)  # hosts, then the sink
         self.resent = self.resent_from_checkpoint = 0
         self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self._update_loads) for h in hosts]
         self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
@@ -298,16 +298,17 @@ class _Drive:
         from ray.exceptions import RayActorError
 
         changed = False
-        for i, host in enumerate(self.hosts):
+        actors = [*((f"agent host {i}", h) for i, h in enumerate(self.hosts)), ("sink", self.sink)]
+        for i, (name, actor) in enumerate(actors):
             try:
-                incarnation = await asyncio.wait_for(host.ping.remote(), 60)
+                incarnation = await asyncio.wait_for(actor.ping.remote(), 60)
             except (RayActorError, asyncio.TimeoutError) as exc:
                 raise MatrixError(
-                    f"agent host {i} died and could not be restarted ({type(exc).__name__}) with {self.counters.in_flight} "
+                    f"{name} died and could not be restarted ({type(exc).__name__}) with {self.counters.in_flight} "
                     "task(s) in flight; run the same command again: tasks already in the output are kept, the rest are redone"
                 ) from None
             if self.incarnations[i] not in (None, incarnation):
-                log.warning("agent host %d was restarted; re-sending the tasks it lost", i)
+                log.warning("%s was restarted; re-sending the tasks it lost", name)
                 changed = True
             self.incarnations[i] = incarnation
         return changed
@@ -417,7 +418,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         counters = Counters()
         progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
         drive = _Drive(plan, cfg, tasks, hosts, table, sink, counters, progress)
-        drive.incarnations = list(incarnations)
+        drive.incarnations = [*incarnations, None]
         asyncio.run(drive.run())
         summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint
         progress.close()

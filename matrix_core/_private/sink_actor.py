@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,6 +42,7 @@ class SinkActorImpl:
         self._opened: dict[str, str] | None = None
         self._lock = None
         self._ckpt_file = None
+        self.incarnation = uuid.uuid4().hex
 
     def _sidecar(self, suffix: str) -> Path | None:
         location = self.sink.location
@@ -165,9 +167,9 @@ class SinkActorImpl:
         out, self.pending = self.pending, []
         return out
 
-    async def ping(self) -> bool:
+    async def ping(self) -> str:
         await self.open()
-        return True
+        return self.incarnation
 
     async def close(self) -> dict[str, Any]:
         await self.open()

@@ -38,3 +38,15 @@ def test_checkpoints_resume_long_tasks_from_their_last_snapshot(matrix_ray, tmp_
     for r in records:
         assert [v[0] for v in r["state"]["visits"]] == ["a", "b", "c"] * 4
     assert not (tmp_path / "out.jsonl.checkpoints.jsonl").exists(), "finished runs leave no checkpoints behind"
+
+
+def test_a_killed_sink_is_restarted_and_writes_nothing_twice(matrix_ray, tmp_path, killer):
+    out = tmp_path / "out.jsonl"
+    with killer(kills=2, every_s=1.0, seed=3, prefix="matrix-sink-", after=lines_in(out, 100)) as k:
+        summary = matrix_core.run("relay", [
+            f"output.path={out}", "run.progress=off", "dataset.size=2000", "run.hosts=2",
+            "run.max_concurrent_tasks=100", "agents.b.sleep_ms=250", "run.health_check_s=0.5",
+        ])
+    assert k.done == 2
+    assert_exactly_once(read_records(out), [f"{i}#0" for i in range(2000)])
+    assert summary.done == 2000
