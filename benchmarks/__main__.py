@@ -1,5 +1,5 @@
 """python -m benchmarks [suite ...] — suites: core (no-LLM runtime throughput and memory),
-protocol (orchestrator serialisation cost).
+durability (fsync and checkpoint overhead), protocol (orchestrator serialisation cost).
 
 Every suite measures its baseline in the same run and prints ratios against it; results go
 to benchmarks/results/<suite>.json.
@@ -65,6 +65,28 @@ def suite_core(sizes: list[int]) -> dict:
     return {"rows": rows}
 
 
+DURABILITY_MODES = {
+    "durability off (flush only, no checkpoints)": ["sink.fsync=none"],
+    "fsync every batch (default)": [],
+    "fsync + checkpoint every 5 steps": ["run.checkpoint_every=5"],
+    "fsync + checkpoint every step": ["run.checkpoint_every=1"],
+}
+
+
+def suite_durability(sizes: list[int]) -> dict:
+    """Cost of the durability settings on a 3-role relay with 3 laps (9 steps per task)."""
+    rows = []
+    for size in sizes:
+        base = None
+        for mode, extra in DURABILITY_MODES.items():
+            result = _run("relay", [f"dataset.size={size}", "laps=3", "run.max_concurrent_tasks=1024", "run.hosts=2", *extra])
+            base = base or result
+            result.update(mode=mode, size=size, vs_off=round(result["tasks_per_s"] / base["tasks_per_s"], 3))
+            rows.append(result)
+            print(f"{size:>6} tasks | {mode:<45} | {result['tasks_per_s']:>8.0f} tasks/s | {result['hops_per_s']:>8.0f} hops/s | x{result['vs_off']}", flush=True)
+    return {"rows": rows}
+
+
 def suite_protocol(sizes: list[int]) -> dict:
     """Orchestrator pickle round trip (what a Ray call costs to serialise) vs a plain dict."""
     import pickle
@@ -99,10 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__, "platform": platform.platform()}
     RESULTS.mkdir(exist_ok=True)
+    _run("relay", ["dataset.size=2000", "run.hosts=2"])  # warm-up: worker processes, imports, file cache
     for suite in args.suites:
         fn = globals().get(f"suite_{suite}")
         if fn is None:
-            sys.exit(f"unknown suite {suite!r}; available: core, protocol")
+            sys.exit(f"unknown suite {suite!r}; available: core, durability, protocol")
         started = time.time()
         result = fn([int(s) for s in args.sizes.split(",")])
         result.update(machine=machine, command="python -m benchmarks " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
