@@ -10,6 +10,7 @@ message bound for one peer into one Ray call while earlier calls are still in fl
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import time
 import uuid
@@ -312,6 +313,7 @@ class AgentHostImpl:
         await self.start()
         return {
             "host": self.index,
+            "pid": os.getpid(),
             "replicas": {
                 role: [{"index": r.index, "steps": r.steps, "peak_active": r.peak_active, "max_in_flight": r.max_in_flight, "load": r.load} for r in reps]
                 for role, reps in self.replicas.items()

@@ -1,4 +1,6 @@
+import os
 import random
+import signal
 import threading
 import time
 
@@ -9,8 +11,8 @@ import ray
 class Killer:
     """Kills random agent hosts of the running workflow (Ray restarts them), a few times."""
 
-    def __init__(self, kills: int, every_s: float, seed: int = 0, prefix: str = "matrix-host-", after=lambda: True):
-        self.kills, self.every_s, self.prefix, self.after = kills, every_s, prefix, after
+    def __init__(self, kills: int, every_s: float, seed: int = 0, prefix: str = "matrix-host-", after=lambda: True, sigkill: bool = False):
+        self.kills, self.every_s, self.prefix, self.after, self.sigkill = kills, every_s, prefix, after, sigkill
         self.rng = random.Random(seed)
         self.done = 0
         self._stop = threading.Event()
@@ -28,7 +30,11 @@ class Killer:
             names = [n for n in ray.util.list_named_actors() if n.startswith(self.prefix)]
             if names:
                 try:
-                    ray.kill(ray.get_actor(self.rng.choice(sorted(names))), no_restart=False)
+                    actor = ray.get_actor(self.rng.choice(sorted(names)))
+                    if self.sigkill:  # the process dies as if the OOM killer took it
+                        os.kill(ray.get(actor.stats.remote(), timeout=30)["pid"], signal.SIGKILL)
+                    else:
+                        ray.kill(actor, no_restart=False)
                     self.done += 1
                 except ValueError:  # the run ended meanwhile
                     return

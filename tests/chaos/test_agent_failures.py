@@ -1,14 +1,17 @@
 """Agent hosts killed mid-run are restarted, and their tasks re-sent: none lost or doubled."""
+import pytest
+
 import matrix_core
 from matrix_core.testing import assert_exactly_once, read_records
 
 from .conftest import lines_in
 
 
-def test_killed_hosts_lose_no_task(matrix_ray, tmp_path, killer):
+@pytest.mark.parametrize("sigkill", [False, True], ids=["ray.kill", "SIGKILL"])
+def test_killed_hosts_lose_no_task(matrix_ray, tmp_path, killer, sigkill):
     out = tmp_path / "out.jsonl"
     # ~400 tasks/s for 2,000 tasks: long enough for three kills a second apart.
-    with killer(kills=3, every_s=1.0, seed=1, after=lines_in(out, 50)) as k:
+    with killer(kills=3, every_s=1.0, seed=1, after=lines_in(out, 50), sigkill=sigkill) as k:
         summary = matrix_core.run("relay", [
             f"output.path={out}", "run.progress=off", "dataset.size=2000", "run.hosts=2",
             "run.max_concurrent_tasks=100", "agents.b.sleep_ms=250", "run.health_check_s=0.5",
