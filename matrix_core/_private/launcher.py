@@ -110,24 +110,25 @@ class ServerProcess:
         root = f"http://{_url_host(probe_host)}:{self.port}"
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
-        http = httpx.Client(timeout=5, trust_env=False)  # a proxy from the environment must not answer for a local server
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                return {"error": f"the server exited with code {code} before it was ready", "tail": self.tail()}
-            try:
-                health = http.get(root + "/health")
-                if health.status_code == 200:
-                    models = http.get(root + "/v1/models")
-                    served = [m.get("id") for m in models.json().get("data", [])] if models.status_code == 200 else []
-                    if self.spec.model in served:
-                        return {"served": served}
-                    last = f"/v1/models lists {served or 'nothing'}, not {self.spec.model!r}"
-                else:
-                    last = f"GET /health answered HTTP {health.status_code}"
-            except (httpx.HTTPError, ValueError) as exc:
-                last = f"GET {root}/health: {type(exc).__name__}"
-            time.sleep(0.5)
+        # trust_env=False: a proxy from the environment must not answer for a local server.
+        with httpx.Client(timeout=5, trust_env=False) as http:
+            while time.monotonic() < deadline:
+                code = self.proc.poll()
+                if code is not None:
+                    return {"error": f"the server exited with code {code} before it was ready", "tail": self.tail()}
+                try:
+                    health = http.get(root + "/health")
+                    if health.status_code == 200:
+                        models = http.get(root + "/v1/models")
+                        served = [m.get("id") for m in models.json().get("data", [])] if models.status_code == 200 else []
+                        if self.spec.model in served:
+                            return {"served": served}
+                        last = f"/v1/models lists {served or 'nothing'}, not {self.spec.model!r}"
+                    else:
+                        last = f"GET /health answered HTTP {health.status_code}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    last = f"GET {root}/health: {type(exc).__name__}"
+                time.sleep(0.5)
         return {"error": f"the server was not ready within {what} ({last})", "tail": self.tail()}
 
     def tail(self, lines: int = 5) -> str:
@@ -234,7 +235,16 @@ def launch(spec: ServerSpec) -> ServiceHandle:
     actors = [actor_cls.options(**options).remote(spec, i) for i in range(spec.replicas)]
     replicas: list[dict[str, Any]] = [{} for _ in actors]
 
+    pending: dict[Any, int] = {}
+
     def stop() -> None:
+        if pending:  # replicas that started while another failed: their pids are needed to stop them
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=5)
+            for ref in done:
+                try:
+                    replicas[pending.pop(ref)] = ray.get(ref)
+                except ray.exceptions.RayError:
+                    pass
         if actors:
             _stop(actors, replicas, spec.stop_timeout_s)
             actors.clear()
@@ -242,7 +252,7 @@ def launch(spec: ServerSpec) -> ServiceHandle:
     deadline = time.monotonic() + spec.startup_timeout_s
     started = time.monotonic()
     try:
-        pending = {a.start.remote(): i for i, a in enumerate(actors)}
+        pending.update({a.start.remote(): i for i, a in enumerate(actors)})
         while pending:
             done, _ = ray.wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
             if not done:
