@@ -10,6 +10,9 @@ $PY -m pip install --disable-pip-version-check -q "setuptools>=70.1" wheel
 $PIP -e ".[test]" \
     -e plugins/sinks/jsonl \
     -e plugins/services/llamacpp \
+    -e plugins/services/litellm \
+    -e plugins/services/vllm \
+    -e plugins/services/sglang \
     -e plugins/services/simllm \
     -e plugins/agents/dialogue \
     -e plugins/agents/relay
