@@ -43,6 +43,7 @@ class LLMResult:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_turn(self, agent: str | None = None, role: str = "assistant") -> Turn:
+        malformed = [c.id for c in self.tool_calls if isinstance(c.arguments, str)]
         return Turn(
             role=role,
             content=self.content,
@@ -50,6 +51,8 @@ class LLMResult:
             tool_calls=self.tool_calls,
             usage=self.usage,
             latency_s=self.latency_s,
+            # The model's fault, recorded on the turn: the workflow decides what follows.
+            meta={"malformed_tool_calls": malformed} if malformed else {},
         )
 
 

@@ -178,7 +178,8 @@ def test_tools_schema_and_tool_call_parsing(server_factory):
     assert sent["tools"] == tools and sent["temperature"] == 0.1 and sent["model"] == "scripted"
     assert sent["response_format"]["json_schema"]["schema"] == schema
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("lookup", {"id": 3}), ("broken", "{not json")]
-    assert result.to_turn(agent="assistant").tool_calls[0].id == "c1"
+    turn = result.to_turn(agent="assistant")
+    assert turn.tool_calls[0].id == "c1" and turn.meta == {"malformed_tool_calls": ["c2"]}
 
 
 def test_malformed_completion_is_an_error(server_factory):
