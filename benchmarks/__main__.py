@@ -1,5 +1,5 @@
 """python -m benchmarks [suite ...] — suites: core (no-LLM runtime throughput and memory),
-durability (fsync and checkpoint overhead), protocol (orchestrator serialisation cost).
+durability (fsync and checkpoint overhead), protocol (orchestrator serialisation cost), client (LLMClient overhead per call).
 
 Every suite measures its baseline in the same run and prints ratios against it; results go
 to benchmarks/results/<suite>.json.
@@ -87,6 +87,60 @@ def suite_durability(sizes: list[int]) -> dict:
     return {"rows": rows}
 
 
+def suite_client(sizes: list[int]) -> dict:
+    """LLMClient per-call cost against a bare httpx POST to the same server, same concurrency.
+
+    The server is simllm replying one token almost instantly, so what is left is client work.
+    """
+    import asyncio
+
+    import httpx
+    import ray
+    from matrix_plugin_simllm import settings
+    from matrix_plugin_simllm.server import SimLLMReplica
+
+    from matrix_core import Endpoint, LLMClient
+
+    s = settings({"time_scale": 1000, "output_tokens": {"dist": "fixed", "mean": 1}, "max_num_seqs": 1024})
+    server = ray.remote(SimLLMReplica).options(num_cpus=0).remote(s, 0)
+    port = ray.get(server.start.remote("127.0.0.1", 0))["port"]
+    url = f"http://127.0.0.1:{port}/v1"
+    body = {"model": "simllm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    rows = []
+
+    async def measure(concurrency: int, calls: int) -> tuple[float, float]:
+        client = LLMClient([Endpoint(url, "simllm")], max_concurrency_per_endpoint=concurrency)
+        raw = httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency))
+        sem = asyncio.Semaphore(concurrency)
+
+        async def direct():
+            async with sem:
+                r = await raw.post(url + "/chat/completions", json=body)
+                r.json()
+
+        async def via_client():
+            await client.chat(body["messages"], max_tokens=1)
+
+        out = []
+        for fn in (direct, via_client, direct, via_client):  # interleaved: drift hits both
+            started = time.perf_counter()
+            await asyncio.gather(*(fn() for _ in range(calls)))
+            out.append((time.perf_counter() - started) / calls)
+        await client.aclose()
+        await raw.aclose()
+        return min(out[0], out[2]), min(out[1], out[3])
+
+    for concurrency in (1, 8, 32):
+        direct_s, client_s = asyncio.run(measure(concurrency, 400 if concurrency == 1 else 2000))
+        row = {"concurrency": concurrency, "direct_us_per_call": round(direct_s * 1e6), "client_us_per_call": round(client_s * 1e6),
+               "overhead_us": round((client_s - direct_s) * 1e6), "ratio": round(client_s / direct_s, 3)}
+        rows.append(row)
+        print(f"concurrency {concurrency:>3} | direct httpx {row['direct_us_per_call']:>6} us/call | LLMClient {row['client_us_per_call']:>6} us/call "
+              f"| overhead {row['overhead_us']:>5} us (x{row['ratio']})", flush=True)
+    ray.kill(server)
+    return {"rows": rows}
+
+
 def suite_protocol(sizes: list[int]) -> dict:
     """Orchestrator pickle round trip (what a Ray call costs to serialise) vs a plain dict."""
     import pickle
@@ -125,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     for suite in args.suites:
         fn = globals().get(f"suite_{suite}")
         if fn is None:
-            sys.exit(f"unknown suite {suite!r}; available: core, durability, protocol")
+            sys.exit(f"unknown suite {suite!r}; available: core, durability, protocol, client")
         started = time.time()
         result = fn([int(s) for s in args.sizes.split(",")])
         result.update(machine=machine, command="python -m benchmarks " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"))
