@@ -110,7 +110,11 @@ def _plasma_objects():
 
     from ray._private.internal_api import memory_summary
 
-    return int(re.search(r"(\d+) objects", memory_summary(stats_only=True)).group(1))
+    import ray
+
+    # Name this session's cluster: other Ray instances on the machine make auto-detection fail.
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    return int(re.search(r"(\d+) objects", summary).group(1))
 
 
 def test_offloaded_payloads_are_freed_once_written(matrix_ray, tmp_path):

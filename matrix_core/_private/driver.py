@@ -391,7 +391,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         names = {"sink": f"matrix-sink-{run_id}"}
         owner = {
             "workflow": cfg["workflow"],
-            "dataset": {k: dataset_cfg.get(k) for k in ("loader", "path", "size", "id_field")},
+            # Not size/limit: growing a dataset and resuming into the same output is normal.
+            "dataset": {k: dataset_cfg.get(k) for k in ("loader", "path", "id_field")},
             "trials": int(run.get("trials", 1)),
         }
         sink = SinkActor.options(name=names["sink"], num_cpus=0, max_concurrency=64).remote(
