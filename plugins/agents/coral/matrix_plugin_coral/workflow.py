@@ -67,12 +67,13 @@ class CoralOrchestrator(Orchestrator):
                 "gold": parsed["gold"],
                 "kind": "choice" if parsed["options"] else "free",
                 "max_turns": max_turns,
-                "turns": [],         # {"agent", "answer", "agrees"} per reply
+                "turns": [],         # {"agent", "answer", "agrees", "extracted_by"} per reply
                 "pending": None,     # the speaker whose reply awaits extraction
                 "finished": False,
                 "agreement": None,
                 "final_answer": None,
                 "correct": None,
+                "first_correct": None,
                 "num_turns": 0,
             },
         )
