@@ -22,7 +22,7 @@ def one_error_line(proc):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["run", "nosuch"], "unknown workflow 'nosuch'; installed: dialogue, relay"),
+        (["run", "nosuch"], "unknown workflow 'nosuch'; installed: "),
         (["run", "relay", "run.nokey=1"], "Could not override 'run.nokey'"),
         (["run", "relay", "agents.a.type=nope"], "unknown agent 'nope'; installed: "),
         (["run", "dialogue", "llm=fake", "dataset.path=/no/such.jsonl"], "dataset file not found: /no/such.jsonl"),
@@ -35,6 +35,11 @@ def one_error_line(proc):
 )
 def test_bad_input_is_one_clear_line(args, expected):
     assert expected in one_error_line(matrix(*args))
+
+
+def test_unknown_workflow_lists_the_installed_ones():
+    line = one_error_line(matrix("run", "nosuch"))
+    assert "dialogue" in line and "relay" in line
 
 
 def test_unknown_plugin_in_environment_lists_installed(monkeypatch):
