@@ -20,7 +20,7 @@ from ..protocol import Orchestrator, Status, task_id_for
 from ..specs import ServiceHandle
 from .plan import RoleSpec, RunPlan
 from .progress import Counters, Progress
-from .runtime import AgentHost, Outbox, ReplicaRef
+from .runtime import AgentHost, Outbox, ReplicaRef, apply_load_report
 from .sink_actor import SinkActor
 
 log = logging.getLogger("matrix.driver")
@@ -218,12 +218,7 @@ class _Drive:
                       max_batch=self.plan.batch_max, max_outstanding=self.plan.outstanding_per_peer)
 
     def _update_loads(self, reply) -> None:
-        host, loads = reply
-        for role, by_index in loads.items():
-            for index, load in by_index.items():
-                ref = self.by_key.get((role, host, index))
-                if ref is not None:
-                    ref.load = load
+        apply_load_report(self.by_key, reply)
 
     def _send_failed(self, batch, exc) -> None:
         # Still pending: the next reconciliation re-sends them.

@@ -91,6 +91,16 @@ class ReplicaRef:
     load: int = 0
 
 
+def apply_load_report(refs: dict[tuple[str, int, int], ReplicaRef], reply: tuple[int, dict[str, dict[int, int]]]) -> None:
+    """A peer's ``deliver`` reply carries its replicas' loads: refresh our view of them."""
+    host, loads = reply
+    for role, by_index in loads.items():
+        for index, load in by_index.items():
+            ref = refs.get((role, host, index))
+            if ref is not None:
+                ref.load = load
+
+
 class Replica:
     def __init__(self, host: "AgentHostImpl", role: str, index: int, agent, max_in_flight: int):
         self.host, self.role, self.index, self.agent = host, role, index, agent
@@ -274,12 +284,7 @@ class AgentHostImpl:
         return box
 
     def _update_loads(self, reply: tuple[int, dict[str, dict[int, int]]]) -> None:
-        host, loads = reply
-        for role, by_index in loads.items():
-            for index, load in by_index.items():
-                ref = self._ref.get((role, host, index))
-                if ref is not None:
-                    ref.load = load
+        apply_load_report(self._ref, reply)
 
     def finish(self, orch: Orchestrator) -> None:
         orch.offload(self.plan.offload_threshold_bytes)
