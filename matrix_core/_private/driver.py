@@ -58,8 +58,10 @@ class RunSummary:
 
     def text(self) -> str:
         return (
-            f"matrix run {self.workflow}: {self.done} done, {self.failed} failed, {self.skipped} already in output "
-            f"| {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
+            f"matrix run {self.workflow}: {self.done} done, {self.failed} failed, {self.skipped} already in output"
+            + (f", {self.resent} re-sent after a failure ({self.resent_from_checkpoint} from a checkpoint)" if self.resent else "")
+            + (f", {self.duplicate_rows} duplicate rows skipped" if self.duplicate_rows else "")
+            + f" | {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
             f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
             + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
         )

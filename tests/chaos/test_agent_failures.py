@@ -17,6 +17,7 @@ def test_killed_hosts_lose_no_task(matrix_ray, tmp_path, killer, sigkill):
             "run.max_concurrent_tasks=100", "agents.b.sleep_ms=250", "run.health_check_s=0.5",
         ])
     records = read_records(out)
+    print(f"\n{summary.text()}")  # the chaos numbers, in CI's log with -s or on failure
     assert k.done == 3, "the killer should have killed three hosts while the run was going"
     assert_exactly_once(records, [f"{i}#0" for i in range(2000)])
     assert summary.done == 2000 and summary.failed == 0
@@ -33,6 +34,7 @@ def test_checkpoints_resume_long_tasks_from_their_last_snapshot(matrix_ray, tmp_
             "run.max_concurrent_tasks=30", "run.checkpoint_every=3", "agents.a.sleep_ms=100", "run.health_check_s=0.5",
         ])
     records = read_records(out)
+    print(f"\n{summary.text()}")  # the chaos numbers, in CI's log with -s or on failure
     assert k.done == 2
     assert_exactly_once(records, [f"{i}#0" for i in range(300)])
     assert summary.done == 300 and summary.resent > 0 and summary.resent_from_checkpoint > 0

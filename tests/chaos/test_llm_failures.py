@@ -78,6 +78,7 @@ def test_faults_and_a_server_restart_are_absorbed_by_retries(matrix_ray, tmp_pat
         for s in servers:
             ray.kill(s)
     records = read_records(out)
+    print(f"\n{summary.text()}")  # the chaos numbers, in CI's log with -s or on failure
     assert_exactly_once(records, expected_ids())
     assert len(servers) == 2, "the server should have been restarted mid-run"
     assert injected.get("429", 0) > 0 and injected.get("500", 0) > 0 and injected.get("timeout", 0) > 0
@@ -94,6 +95,7 @@ def test_without_retries_each_injected_fault_fails_exactly_one_task(matrix_ray, 
     finally:
         ray.kill(server)
     records = read_records(out)
+    print(f"\n{summary.text()}")  # the chaos numbers, in CI's log with -s or on failure
     assert_exactly_once(records, expected_ids())
     failed = [r for r in records if r["status"] == "failed"]
     # A failed call ends its task, which then makes no more calls: one fault, one failed task.
