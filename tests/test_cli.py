@@ -1,7 +1,6 @@
 """The `matrix` console script, as a user runs it (subprocesses)."""
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -82,38 +81,18 @@ def test_end_to_end_console_script(tmp_path):
 
 
 def test_address_flag_joins_a_running_cluster(tmp_path):
-    import os
-    import signal
-    import tempfile
     import time
 
-    import psutil
+    from matrix_core.testing import ThrowawayRayHead
 
-    # Ray 2.60 turns token auth on for `ray start`; this throwaway loopback cluster opts out.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    port = "6391"
-    temp = tempfile.mkdtemp(prefix="mxr", dir="/tmp")  # AF_UNIX socket paths must stay short
-    # --block keeps the cluster's processes in one process group that we own and can end,
-    # instead of `ray stop`, which would stop every Ray on the machine.
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-         "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
-    try:
+    with ThrowawayRayHead() as (env, address):
         out = tmp_path / "o.jsonl"
         proc = None
         for _ in range(30):  # the head takes a few seconds to accept clients
             proc = matrix("run", "relay", "dataset.size=50", f"output.path={out}", "run.progress=off",
-                          "--address", f"127.0.0.1:{port}", env=env)
+                          "--address", address, env=env)
             if proc.returncode == 0 or "cannot start or join Ray" not in proc.stderr:
                 break
             time.sleep(2)
         assert proc.returncode == 0, proc.stderr
         assert "50 done" in proc.stdout
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(60)
-        leftovers = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-        for p in leftovers:
-            p.kill()

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from matrix_core import AgentSpec, ConfigError, SinkSpec, WorkflowSpec, hookimpl, hookspecs
+from matrix_core import AgentSpec, ConfigError, WorkflowSpec, hookimpl, hookspecs
 from matrix_core.plugins import PluginHost
 from matrix_core.specs import SPEC_KINDS
 from matrix_plugin_relay import RelayOrchestrator, Stamp
@@ -103,7 +103,7 @@ def test_describe_lists_what_each_plugin_registers():
 def test_every_hook_is_documented_with_an_example(kind):
     hook = getattr(hookspecs, f"register_{kind}s")
     doc = inspect.getdoc(hook)
-    assert doc and "Example::" in doc and f"register(" in doc
+    assert doc and "Example::" in doc and "register(" in doc
 
 
 def test_every_hook_has_a_spec_kind():

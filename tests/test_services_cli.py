@@ -1,18 +1,12 @@
 """`matrix services` on a throwaway `ray start --head` cluster: start, list, share, stop."""
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 
 import httpx
 import pytest
 
-from matrix_core.testing import assert_exactly_once, read_records
+from matrix_core.testing import ThrowawayRayHead, assert_exactly_once, read_records
 
 pytest.importorskip("matrix_plugin_simllm")
 pytestmark = pytest.mark.slow
@@ -29,27 +23,10 @@ def one_error_line(proc):
     return lines[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """(env, address) of a head node this module owns; ended by its process group, never `ray stop`."""
-    import psutil
-
-    # Ray 2.60 turns token auth on for `ray start`; this throwaway loopback cluster opts out.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    address = f"127.0.0.1:{free_port()}"
-    temp = tempfile.mkdtemp(prefix="mxs", dir="/tmp")  # AF_UNIX socket paths must stay short
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={address.split(':')[1]}",
-         "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
-    try:
+    """(env, address) of a head node this module owns."""
+    with ThrowawayRayHead() as (env, address):
         for _ in range(30):  # the head takes a few seconds to accept clients
             proc = matrix("services", "list", "--address", address, env=env)
             if proc.returncode == 0:
@@ -57,17 +34,6 @@ def cluster():
             time.sleep(2)
         assert proc.returncode == 0, proc.stderr
         yield env, address
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(15)
-        except subprocess.TimeoutExpired:  # its orderly shutdown can take half a minute
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(15)
-        for p in psutil.process_iter(["cmdline"]):
-            if temp in " ".join(p.info["cmdline"] or []):
-                p.kill()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def topic_ids():

@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
