@@ -129,7 +129,7 @@ def _run_hydra_main(config_name: str, workflow: str, args: list[str], host: Plug
     """Hand the command line to Hydra itself, for --help, --cfg, --info, -m and friends."""
     import hydra
 
-    from .config import CONFIG_MODULE, HYDRA_DEFAULTS, to_plain
+    from .config import CONFIG_MODULE, to_plain
 
     def task(cfg) -> None:
         try:
@@ -139,7 +139,7 @@ def _run_hydra_main(config_name: str, workflow: str, args: list[str], host: Plug
 
     app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
     argv = sys.argv
-    sys.argv = [f"matrix run {workflow}", *HYDRA_DEFAULTS, *args]
+    sys.argv = [f"matrix run {workflow}", *args]
     try:
         app()
     finally:

@@ -12,14 +12,6 @@ from .errors import ConfigError
 from .plugins import get_plugin_host
 
 CONFIG_MODULE = "matrix_core.conf"
-# Keep Hydra quiet and keep it from creating outputs/ folders or changing directory.
-HYDRA_DEFAULTS = (
-    "hydra/job_logging=none",
-    "hydra/hydra_logging=none",
-    "hydra.run.dir=.",
-    "hydra.output_subdir=null",
-    "hydra.job.chdir=false",
-)
 
 
 class MatrixSearchPath(SearchPathPlugin):

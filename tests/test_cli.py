@@ -67,6 +67,14 @@ def test_cfg_job_prints_the_composed_config_with_overrides():
     assert "max_concurrent_tasks: 7" in proc.stdout and "workflow: relay" in proc.stdout
 
 
+def test_multirun_sweeps_like_any_hydra_app(tmp_path):
+    proc = matrix("run", "relay", "-m", "dataset.size=10,20", f"output.path={tmp_path}/out" + "${dataset.size}.jsonl", "run.progress=off")
+    assert proc.returncode == 0, proc.stderr
+    assert "10 done" in proc.stdout and "20 done" in proc.stdout
+    assert len(read_records(tmp_path / "out20.jsonl")) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out10.jsonl", "out10.jsonl.meta.json", "out20.jsonl", "out20.jsonl.meta.json"]
+
+
 def test_end_to_end_console_script(tmp_path):
     out = tmp_path / "relay.jsonl"
     proc = matrix("run", "relay", "dataset.size=300", f"output.path={out}", "run.progress=lines")

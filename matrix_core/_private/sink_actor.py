@@ -179,6 +179,7 @@ class SinkActorImpl:
             if not self.checkpoints and path is not None:
                 path.unlink(missing_ok=True)  # every task finished: nothing to resume from
         if self._lock is not None:
+            self._sidecar(".lock").unlink(missing_ok=True)
             self._lock.close()
         return {
             "written": len(self.written),
