@@ -7,8 +7,8 @@ import pytest
 from matrix_core.testing import assert_exactly_once, read_records
 
 
-def matrix(*args, timeout=300, env=None):
-    return subprocess.run(["matrix", *args], capture_output=True, text=True, timeout=timeout, env=env)
+def matrix(*args, timeout=300, env=None, cwd=None):
+    return subprocess.run(["matrix", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def one_error_line(proc):
@@ -68,7 +68,7 @@ def test_cfg_job_prints_the_composed_config_with_overrides():
 
 
 def test_multirun_sweeps_like_any_hydra_app(tmp_path):
-    proc = matrix("run", "relay", "-m", "dataset.size=10,20", f"output.path={tmp_path}/out" + "${dataset.size}.jsonl", "run.progress=off")
+    proc = matrix("run", "relay", "-m", "dataset.size=10,20", f"output.path={tmp_path}/out" + "${dataset.size}.jsonl", "run.progress=off", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "10 done" in proc.stdout and "20 done" in proc.stdout
     assert len(read_records(tmp_path / "out20.jsonl")) == 20
