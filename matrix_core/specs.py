@@ -140,6 +140,20 @@ class CommandSpec:
     description: str = ""
 
 
+def backend_defaults(conf_dir, name: str) -> dict[str, Any]:
+    """An LLM backend's defaults: its ``llm/NAME.yaml`` without the ``client`` section.
+
+    The yaml is the one place a backend's defaults live, so its ``start(cfg)`` can be called
+    with a partial config (tests, ``matrix services``) and still see every key.
+    """
+    import yaml
+
+    with open(Path(conf_dir) / "llm" / f"{name}.yaml") as f:
+        cfg = yaml.safe_load(f)
+    cfg.pop("client", None)
+    return cfg
+
+
 SPEC_KINDS: dict[str, type] = {
     "workflow": WorkflowSpec,
     "agent": AgentSpec,

@@ -12,17 +12,8 @@ import stat
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from matrix_core import (
-    ConfigDirSpec,
-    ConfigError,
-    Endpoint,
-    LLMBackendSpec,
-    MatrixError,
-    ServiceHandle,
-    hookimpl,
-)
+from matrix_core import ConfigDirSpec, ConfigError, Endpoint, LLMBackendSpec, MatrixError, ServiceHandle, hookimpl
+from matrix_core.specs import backend_defaults
 
 from . import credentials
 
@@ -35,9 +26,7 @@ PROVIDER_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_API_KEY", "gemin
 
 
 def defaults() -> dict[str, Any]:
-    with open(CONF_DIR / "llm" / "litellm.yaml") as f:
-        cfg = yaml.safe_load(f)
-    cfg.pop("client")
+    cfg = backend_defaults(CONF_DIR, "litellm")
     cfg["model"] = None  # ??? in the yaml: required
     return cfg
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import httpx
-import yaml
 
 from matrix_core import ConfigDirSpec, ConfigError, Endpoint, LLMBackendSpec, MatrixError, ServiceHandle, hookimpl
+from matrix_core.specs import backend_defaults
 
 log = logging.getLogger("matrix.llamacpp")
 
@@ -33,11 +33,7 @@ NAMESPACE = "matrix"
 
 
 def _defaults() -> dict[str, Any]:
-    # The yaml is the one place defaults live; start() may be called with a partial config.
-    with open(CONF_DIR / "llm" / "llamacpp.yaml") as f:
-        cfg = yaml.safe_load(f)
-    cfg.pop("client", None)
-    return cfg
+    return backend_defaults(CONF_DIR, "llamacpp")
 
 
 def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from matrix_core import ConfigDirSpec, ConfigError, Endpoint, LLMBackendSpec, MatrixError, ServiceHandle, hookimpl
+from matrix_core.specs import backend_defaults
 
 log = logging.getLogger("matrix.simllm")
 
@@ -32,11 +31,7 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 def defaults() -> dict[str, Any]:
-    # The yaml is the one place defaults live; start() may be called with a partial config.
-    with open(CONF_DIR / "llm" / "simllm.yaml") as f:
-        cfg = yaml.safe_load(f)
-    cfg.pop("client", None)
-    return cfg
+    return backend_defaults(CONF_DIR, "simllm")
 
 
 def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

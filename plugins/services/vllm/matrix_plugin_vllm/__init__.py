@@ -8,18 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from matrix_core import ConfigDirSpec, LLMBackendSpec, ServiceHandle, hookimpl
 from matrix_core._private.launcher import start_server
+from matrix_core.specs import backend_defaults
 
 CONF_DIR = Path(__file__).parent / "conf"
 FLAGS = {"served_model_name": "--served-model-name", "max_num_seqs": "--max-num-seqs", "gpu_memory_utilization": "--gpu-memory-utilization"}
 
 
 def defaults() -> dict[str, Any]:
-    with open(CONF_DIR / "llm" / "vllm.yaml") as f:
-        return yaml.safe_load(f)
+    return backend_defaults(CONF_DIR, "vllm")
 
 
 def engine_args(s: Mapping[str, Any]) -> list[str]:
