@@ -1,0 +1,1 @@
+"""Tau2-Bench for Matrix: user simulator <-> assistant with domain tools, scored as tau2 scores them."""

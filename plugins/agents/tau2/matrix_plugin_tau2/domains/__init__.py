@@ -1,0 +1,1 @@
+"""The tau2 domains: each module has ``domain() -> Domain``."""
