@@ -262,7 +262,7 @@ def _schemas(cls: type) -> list[dict[str, Any]]:
     for name in sorted(_tool_kinds(cls)):
         fn = getattr(cls, name)
         description, arg_docs = _parse_doc(fn.__doc__ or "")
-        sig = inspect.signature(fn)
+        sig = inspect.signature(fn, eval_str=True)  # modules use `from __future__ import annotations`
         fields = {}
         for pname, param in list(sig.parameters.items())[1:]:
             annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
