@@ -10,15 +10,20 @@ orchestrator, so the environment agent itself stays stateless.
 """
 from __future__ import annotations
 
+import ast
 import copy
 import functools
 import hashlib
 import inspect
 import json
+import operator
 import re
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -157,7 +162,7 @@ class Toolkit:
 
     side: ClassVar[str] = "assistant"
 
-    def __init__(self, db: State, env: "Environment | None" = None):
+    def __init__(self, db: State, env: Environment | None = None):
         self.db = db
         self.env = env
 
@@ -211,7 +216,7 @@ def to_json_str(result: Any) -> str:
     return json.dumps(result, default=str)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tool_kinds(cls: type) -> dict[str, str]:
     return {
         name: fn.__tau2_tool__
@@ -220,7 +225,7 @@ def _tool_kinds(cls: type) -> dict[str, str]:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validated(cls: type, name: str) -> Callable:
     """The tool with pydantic argument validation (types coerced as JSON allows, unknown args refused)."""
     import pydantic
@@ -254,7 +259,7 @@ def _parse_doc(doc: str) -> tuple[str, dict[str, str]]:
     return " ".join(s for s in summary if s).strip(), args
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schemas(cls: type) -> list[dict[str, Any]]:
     import pydantic
 
@@ -278,6 +283,52 @@ def _schemas(cls: type) -> list[dict[str, Any]]:
     return out
 
 
+def fold_text(text: str) -> str:
+    """Case- and accent-insensitive form: a name or email typed without its accents still matches."""
+    decomposed = unicodedata.normalize("NFD", text.strip())
+    # marks go before casefold: casefold can introduce one (U+0130 -> "i" + combining dot)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+# --- calculate: the arithmetic tau2 evaluates, without eval ------------------------------
+
+_ALLOWED_CHARS = set("0123456789+-*/(). ")
+_BINARY = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_MAX_EXPONENT = 10_000  # past this a power only burns CPU (9**9**9); tau2 would hang
+
+
+def _arithmetic(node: ast.AST) -> int | float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _arithmetic(node.left), _arithmetic(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
+            raise ToolError("Exponent too large")
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_arithmetic(node.operand))
+    raise ToolError("Invalid expression")
+
+
+def calculate_expression(expression: str) -> str:
+    """tau2's ``calculate``: the value rounded to 2 decimals, as ``str(float)``."""
+    if not all(char in _ALLOWED_CHARS for char in expression):
+        raise ToolError("Invalid characters in expression")
+    try:
+        # eval() drops leading blanks and names the source "<string>": so do we, so that
+        # syntax errors read exactly as tau2's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # "(2)(3)": refused below anyway
+            tree = compile(expression.lstrip(" "), "<string>", "eval", ast.PyCF_ONLY_AST)
+        return str(round(float(_arithmetic(tree.body)), 2))
+    except (SyntaxError, ArithmeticError, TypeError) as exc:  # TypeError: float() of (-8) ** 0.5
+        raise ToolError(str(exc)) from None
+
+
 # --- domains and environments ----------------------------------------------------------
 
 
@@ -296,7 +347,7 @@ class Domain:
     policy: Callable[[], str]
     user_tools: type[Toolkit] | None = None
     load_user_db: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
-    sync: Callable[["Environment"], None] | None = None
+    sync: Callable[[Environment], None] | None = None
     data_dir: Path = field(default=DATA_DIR / "domains")
 
     def tasks_file(self, variant: str = "tasks") -> Path:
@@ -310,7 +361,7 @@ class Domain:
     def user_db(self) -> Mapping[str, Mapping[str, Any]] | None:
         return self.load_user_db() if self.load_user_db else None
 
-    def environment(self, snapshot: Mapping[str, Any] | None = None) -> "Environment":
+    def environment(self, snapshot: Mapping[str, Any] | None = None) -> Environment:
         return Environment(self, snapshot)
 
 
@@ -386,7 +437,7 @@ class Environment:
             snap["user_db"] = self.user_state.delta
         return snap
 
-    def same_state(self, other: "Environment") -> tuple[bool, bool]:
+    def same_state(self, other: Environment) -> tuple[bool, bool]:
         """(agent databases equal, user databases equal)."""
         user_equal = True
         if self.user_state is not None and other.user_state is not None:
@@ -397,7 +448,7 @@ class Environment:
 DOMAINS = ("mock", "airline", "retail", "telecom")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_domain(name: str) -> Domain:
     """The domain, built once per process: ``matrix_plugin_tau2.domains.<name>.domain()``."""
     import importlib

@@ -6,10 +6,10 @@ name, so a task's delta holds only the settings it changed. tau2's ``user_data``
 (``{"device": {...}, "surroundings": {...}}``) deep-merges into it unchanged.
 """
 import copy
-import tomllib
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import pydantic
+import tomllib
 
 from ..env import DATA_DIR, READ, WRITE, Toolkit, tool
 
@@ -94,12 +94,12 @@ class ApnSettings(pydantic.BaseModel):
 
     apn_name: Literal["internet", "broken"] = pydantic.Field("internet", description="Name of the data APN.")
     reset_at_reboot: bool = pydantic.Field(False, description="Whether the APN settings reset to defaults at the next reboot.")
-    mms_apn: Optional[str] = pydantic.Field("mms", description="APN used for MMS traffic.")
-    mmsc_url: Optional[str] = pydantic.Field(
+    mms_apn: str | None = pydantic.Field("mms", description="APN used for MMS traffic.")
+    mmsc_url: str | None = pydantic.Field(
         "http://mms.carrier.com/mms/wapenc", description="URL of the MMS service centre (needed for picture messages)."
     )
-    mms_proxy: Optional[str] = pydantic.Field(None, description="Proxy server for MMS traffic, if the network needs one.")
-    mms_port: Optional[int] = pydantic.Field(None, description="Port of the MMS proxy.")
+    mms_proxy: str | None = pydantic.Field(None, description="Proxy server for MMS traffic, if the network needs one.")
+    mms_port: int | None = pydantic.Field(None, description="Port of the MMS proxy.")
 
 
 def load_user_db() -> dict[str, dict[str, Any]]:
@@ -208,7 +208,7 @@ class TelecomUserTools(Toolkit):
             return False
         return bool(self._dev("data_enabled")) and not self._env("mobile_data_usage_exceeded")
 
-    def _speed(self) -> tuple[Optional[float], str]:
+    def _speed(self) -> tuple[float | None, str]:
         if not self._mobile_data_working():
             return None, "No Connection"
         factor = 1.0
@@ -533,7 +533,7 @@ class TelecomUserTools(Toolkit):
             f"Wi-Fi Calling is now {'ON' if self._toggle('wifi_calling_enabled', search=False) else 'OFF'}."
         )
 
-    def set_wifi_calling(self, enabled: bool, mms_over_wifi: Optional[bool] = None) -> str:
+    def set_wifi_calling(self, enabled: bool, mms_over_wifi: bool | None = None) -> str:
         self._set_dev("wifi_calling_enabled", enabled)
         msg = f"Wi-Fi Calling is now {'ON' if enabled else 'OFF'}."
         if mms_over_wifi is not None:
@@ -722,7 +722,7 @@ class TelecomUserTools(Toolkit):
     def assert_mobile_data_saver_mode_status(self, expected_status: bool) -> bool:
         return self._dev("data_saver_mode") == expected_status
 
-    def assert_internet_speed(self, expected_speed: float, expected_desc: Optional[str] = None) -> bool:
+    def assert_internet_speed(self, expected_speed: float, expected_desc: str | None = None) -> bool:
         speed, desc = self._speed()
         speed = speed or 0.0
         if expected_desc is None:

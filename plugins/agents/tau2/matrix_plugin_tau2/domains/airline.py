@@ -21,15 +21,24 @@ Semantics worth knowing (tau2's, kept on purpose):
 """
 from __future__ import annotations
 
-import ast
 import functools
-import operator
-import unicodedata
 from typing import Any, Literal
 
 import pydantic
 
-from ..env import DATA_DIR, GENERIC, READ, WRITE, Domain, ToolError, Toolkit, load_json, tool
+from ..env import (
+    DATA_DIR,
+    GENERIC,
+    READ,
+    WRITE,
+    Domain,
+    ToolError,
+    Toolkit,
+    calculate_expression,
+    fold_text,
+    load_json,
+    tool,
+)
 
 _DIR = DATA_DIR / "domains" / "airline"
 
@@ -122,53 +131,11 @@ def _load_db() -> dict[str, dict[str, Any]]:
     return _normalized(load_json(_DIR / "db.json"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _policy() -> str:
     return (_DIR / "policy.md").read_text(encoding="utf-8")
 
 
-def _fold(text: str) -> str:
-    # accents are dropped before case folding so folding cannot bring one back
-    decomposed = unicodedata.normalize("NFD", text.strip())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-# --- calculate: the arithmetic tau2 evaluates, without eval ---------------------------------
-
-_CALC_CHARS = frozenset("0123456789+-*/(). ")
-_BINARY = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
-}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-
-
-def _arith(node: ast.AST) -> Any:
-    if isinstance(node, ast.Expression):
-        return _arith(node.body)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_arith(node.operand))
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _arith(node.left), _arith(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > 1000:
-            raise ToolError("exponent too large")  # a runaway power would hang the worker
-        return _BINARY[type(node.op)](left, right)
-    raise ToolError("Invalid expression")
-
-
-def calculate_expression(expression: str) -> str:
-    """``expression`` evaluated and rounded to 2 decimals, as a string (tau2's ``calculate``)."""
-    if not all(ch in _CALC_CHARS for ch in expression):
-        raise ToolError("Invalid characters in expression")
-    try:
-        value = _arith(ast.parse(expression, mode="eval"))
-        return str(round(float(value), 2))
-    except SyntaxError as exc:
-        raise ToolError(f"{exc.msg} (<string>, line {exc.lineno})") from None
-    except (ZeroDivisionError, OverflowError) as exc:
-        raise ToolError(str(exc)) from None
 
 
 # --- the tools ------------------------------------------------------------------------------
@@ -186,8 +153,8 @@ class AirlineTools(Toolkit):
             return key
         if self.db.has(table, key.strip()):
             return key.strip()
-        folded = _fold(key)
-        return next((k for k in self.db.keys(table) if _fold(k) == folded), None)
+        folded = fold_text(key)
+        return next((k for k in self.db.keys(table) if fold_text(k) == folded), None)
 
     def _user_id(self, user_id: str) -> str:
         key = self._key("users", user_id)

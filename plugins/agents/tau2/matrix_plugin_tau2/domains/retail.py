@@ -20,11 +20,7 @@ Semantics worth knowing (tau2's, kept on purpose):
 """
 from __future__ import annotations
 
-import ast
 import json
-import operator
-import unicodedata
-import warnings
 from typing import Any
 
 from ..env import (
@@ -35,6 +31,8 @@ from ..env import (
     Domain,
     ToolError,
     Toolkit,
+    calculate_expression,
+    fold_text,
     load_json,
     tool,
 )
@@ -62,54 +60,10 @@ def _address(address1: str, address2: str, city: str, state: str, country: str, 
     return {"address1": address1, "address2": address2, "city": city, "country": country, "state": state, "zip": zip}
 
 
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive form: a name or email said aloud or typed without its accents still matches."""
-    decomposed = unicodedata.normalize("NFD", text.strip())
-    # marks go before casefold: casefold can introduce one (U+0130 -> "i" + combining dot)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
 
 def _is_gift_card(method: dict[str, Any]) -> bool:
     return method.get("source") == "gift_card"
-
-
-# --- calculate: the arithmetic tau2 evaluates, without eval ------------------------------
-
-_ALLOWED_CHARS = set("0123456789+-*/(). ")
-_BINARY = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
-}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_MAX_EXPONENT = 10_000  # past this a power only burns CPU (9**9**9); tau2 would hang
-
-
-def _arithmetic(node: ast.AST) -> int | float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _arithmetic(node.left), _arithmetic(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise ToolError("Exponent too large")
-        return _BINARY[type(node.op)](left, right)
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_arithmetic(node.operand))
-    raise ToolError("Invalid expression")
-
-
-def evaluate_expression(expression: str) -> str:
-    """tau2's ``calculate``: the value rounded to 2 decimals, as ``str(float)``."""
-    if not all(char in _ALLOWED_CHARS for char in expression):
-        raise ToolError("Invalid characters in expression")
-    try:
-        # eval() drops leading blanks and names the source "<string>": so do we, so that
-        # syntax errors read exactly as tau2's
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)  # "(2)(3)": refused below anyway
-            tree = compile(expression.lstrip(" "), "<string>", "eval", ast.PyCF_ONLY_AST)
-        return str(round(float(_arithmetic(tree.body)), 2))
-    except (SyntaxError, ArithmeticError, TypeError) as exc:  # TypeError: float() of (-8) ** 0.5
-        raise ToolError(str(exc)) from None
 
 
 # --- the agent's tools ---------------------------------------------------------------------
@@ -191,7 +145,7 @@ class RetailTools(Toolkit):
         Args:
             expression: The expression, e.g. '(49.99 - 12.5) * 2'. Only digits, + - * /, parentheses, '.' and spaces are allowed.
         """
-        return evaluate_expression(expression)
+        return calculate_expression(expression)
 
     @tool(WRITE)
     def cancel_pending_order(self, order_id: str, reason: str) -> dict:
@@ -262,10 +216,10 @@ class RetailTools(Toolkit):
             last_name: The user's last name, e.g. 'Doe'.
             zip: The zip code of the user's default address, e.g. '12345'.
         """
-        first, last = _fold(first_name), _fold(last_name)
+        first, last = fold_text(first_name), fold_text(last_name)
         for user_id, user in self.db.items("users"):
             name = user["name"]
-            if _fold(name["first_name"]) == first and _fold(name["last_name"]) == last and user["address"]["zip"] == zip:
+            if fold_text(name["first_name"]) == first and fold_text(name["last_name"]) == last and user["address"]["zip"] == zip:
                 return user_id
         raise ToolError("User not found")
 
@@ -276,9 +230,9 @@ class RetailTools(Toolkit):
         Args:
             email: The user's email, e.g. 'something@example.com'.
         """
-        wanted = _fold(email)
+        wanted = fold_text(email)
         for user_id, user in self.db.items("users"):
-            if _fold(user["email"]) == wanted:
+            if fold_text(user["email"]) == wanted:
                 return user_id
         raise ToolError("User not found")
 

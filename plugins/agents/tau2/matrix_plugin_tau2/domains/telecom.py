@@ -7,11 +7,23 @@ Re-implemented from tau2-bench's published behaviour; the data files are MIT, Si
 import datetime
 import functools
 import hashlib
-import tomllib
-import unicodedata
 from typing import Any
 
-from ..env import DATA_DIR, GENERIC, READ, WRITE, Domain, Environment, Toolkit, ToolError, load_json, tool
+import tomllib
+
+from ..env import (
+    DATA_DIR,
+    GENERIC,
+    READ,
+    WRITE,
+    Domain,
+    Environment,
+    ToolError,
+    Toolkit,
+    fold_text,
+    load_json,
+    tool,
+)
 from ._telecom_device import TelecomUserTools, load_user_db
 
 TELECOM_DIR = DATA_DIR / "domains" / "telecom"
@@ -98,13 +110,13 @@ def policy(kind: str = "manual") -> str:
     return f"<main_policy>\n{main}\n</main_policy>\n<tech_support_policy>\n{tech}\n</tech_support_policy>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_tasks(variant: str = "tasks") -> list[dict[str, Any]]:
     """A telecom task file (``tasks`` = all 2285, ``tasks_base`` = the 114 base tasks), read once per process."""
     return load_json(TELECOM_DIR / f"{variant}.json")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def task_splits() -> dict[str, list[str]]:
     """Task ids per split (``small``, ``train``, ``test``, ``full``, ``base``)."""
     return load_json(TELECOM_DIR / "split_tasks.json")
@@ -115,9 +127,6 @@ def _digits(phone_number: str) -> str:
     return "".join(ch for ch in phone_number if ch.isdigit())
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
 
 
 def _next_month_start(day: datetime.date) -> datetime.date:
@@ -192,8 +201,8 @@ class TelecomTools(Toolkit):
             full_name: The customer's full name.
             dob: The customer's date of birth, as YYYY-MM-DD.
         """
-        wanted = _fold(full_name)
-        return [c for c in self.db.values("customers") if _fold(c["full_name"]) == wanted and c["date_of_birth"] == dob]
+        wanted = fold_text(full_name)
+        return [c for c in self.db.values("customers") if fold_text(c["full_name"]) == wanted and c["date_of_birth"] == dob]
 
     @tool(READ)
     def get_details_by_id(self, id: str) -> dict[str, Any]:
