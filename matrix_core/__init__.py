@@ -4,6 +4,7 @@ from .errors import ConfigError, MatrixError
 from .hookspecs import hookimpl
 from .llm import LLMClient, LLMError, LLMResult, to_openai_messages
 from .plugins import PluginHost, get_plugin_host
+from .sandbox import ExecResult, RuntimeClient, Sandbox, ToolRuntime
 from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
 from .sink import Sink
 from .specs import (
@@ -22,9 +23,9 @@ from .specs import (
 
 __all__ = [
     "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
-    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "Hop", "LLMBackendSpec", "LLMClient",
+    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
-    "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntimeSpec", "Turn",
+    "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",
     "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",
     "to_openai_messages",
 ]

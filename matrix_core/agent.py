@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from .llm import LLMClient
     from .protocol import Orchestrator
+    from .sandbox import RuntimeClient
 
 
 @dataclass
@@ -19,6 +20,7 @@ class AgentContext:
     replica: int = 0
     llm: "LLMClient | None" = None
     run_config: Mapping[str, Any] = field(default_factory=dict)
+    runtime: "RuntimeClient | None" = None  # resolved on first use from run_config["runtime"]["service"]
 
 
 class Agent:
@@ -32,6 +34,8 @@ class Agent:
 
     #: Set True in agents that call ``self.llm``: the run then starts the configured LLM service.
     uses_llm: bool = False
+    #: Set True in agents that use ``self.runtime``: the run then starts the configured tool runtime.
+    uses_runtime: bool = False
 
     def __init__(self, context: AgentContext):
         self.context = context
@@ -44,6 +48,15 @@ class Agent:
 
             raise ConfigError(f"role {self.context.role!r} needs an LLM but the run has none configured")
         return self.context.llm
+
+    @property
+    def runtime(self) -> "RuntimeClient":
+        """The run's tool runtime (``runtime=NAME``): ``await self.runtime.acquire(orch.task_id)``."""
+        if self.context.runtime is None:
+            from .sandbox import runtime_client
+
+            self.context.runtime = runtime_client(self.context.run_config)
+        return self.context.runtime
 
     async def setup(self) -> None:
         """Called once per replica before the first step."""

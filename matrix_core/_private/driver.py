@@ -47,6 +47,7 @@ class RunSummary:
     peak_in_flight: int = 0
     startup_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)  # the tool runtime's final stats, if one ran
 
     @property
     def tasks_per_s(self) -> float:
@@ -212,6 +213,7 @@ class _Drive:
         self.pending: dict[str, Orchestrator] = {}
         self.incarnations: list[str | None] = [None] * (len(hosts) + 1)  # hosts, then the sink
         self.resent = self.resent_from_checkpoint = 0
+        self.on_written = None  # called with the ids the sink wrote (releases their sandboxes)
         self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self._update_loads) for h in hosts]
         self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
 
@@ -278,9 +280,12 @@ class _Drive:
             c.skipped = self.tasks.skipped
             if exhausted and c.in_flight <= 0:
                 return
-            for task_id, status, steps, tokens in await self.sink.poll.remote(0.5):
+            completions = await self.sink.poll.remote(0.5)
+            for task_id, status, steps, tokens in completions:
                 self.complete(task_id, status, steps, tokens)
                 last_progress = time.monotonic()
+            if completions and self.on_written is not None:
+                self.on_written([c[0] for c in completions])
             now = time.monotonic()
             stalled = now - last_progress > STALL_CHECK_S
             if stalled or now - last_health > self.health_every_s:
@@ -351,11 +356,14 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
     _roles(cfg, host, 1)
     llm_cfg = dict(cfg.get("llm") or {})
     backend = host.get("llm_backend", llm_cfg["backend"]) if llm_cfg.get("backend") else None
+    runtime_cfg = dict(cfg.get("runtime") or {})
+    runtime_spec = host.get("tool_runtime", runtime_cfg["name"]) if runtime_cfg.get("name") else None
     rows = loader.load(dataset_cfg)  # opens the file now: a missing dataset fails before Ray starts
 
     startup = time.perf_counter()
     started_ray = init_ray(run)
     service: ServiceHandle | None = None
+    tool_runtime = None
     actors: list = []
     summary = RunSummary(workflow=cfg["workflow"], output=str(sink_cfg.get("path", "")))
     try:
@@ -366,6 +374,17 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             raise ConfigError("this workflow's agents call an LLM but no llm backend is configured (set llm=NAME)")
         if needs_llm:
             service = backend.start(llm_cfg)
+        run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
+        if any(getattr(r.agent_cls, "uses_runtime", False) for r in roles.values()):
+            if runtime_spec is None:
+                raise ConfigError(
+                    "this workflow's agents run code in a tool runtime but none is configured; set runtime=NAME "
+                    f"(installed: {', '.join(sorted(host.registry('tool_runtime'))) or 'none'})"
+                )
+            from .tool_service import start_runtime
+
+            tool_runtime = start_runtime(runtime_spec, runtime_cfg, f"matrix-runtime-{run_id}")
+            cfg = {**cfg, "runtime": {**runtime_cfg, "service": tool_runtime.name}}  # agents find it by name
         plan = RunPlan(
             workflow=cfg["workflow"],
             orchestrator_cls=workflow.orchestrator,
@@ -384,7 +403,6 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         )
         retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
         metrics = workflow.metrics(cfg) if workflow.metrics else None
-        run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
         names = {"sink": f"matrix-sink-{run_id}"}
         owner = {
             "workflow": cfg["workflow"],
@@ -417,6 +435,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
         drive = _Drive(plan, cfg, tasks, hosts, table, sink, counters, progress)
         drive.incarnations = [*incarnations, None]
+        if tool_runtime is not None:
+            drive.on_written = tool_runtime.release_tasks
         asyncio.run(drive.run())
         summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint
         progress.close()
@@ -442,6 +462,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
                 ray.kill(actor)
             except Exception:  # already gone
                 pass
+        if tool_runtime is not None:
+            summary.runtime = tool_runtime.stop() or {}
         if service is not None:
             service.stop()
         if started_ray:
