@@ -128,7 +128,7 @@ def main() -> None:
         s = run_matrix(corpus, work / "filter.jsonl", ["llm=fake", "stages=[filter]", "rejects=count", "run.max_concurrent_tasks=1024"])
         print(f"matrix, filter stage only: {s.done} docs in {s.wall_s:.1f}s = {s.done / s.wall_s:,.0f} docs/s")
 
-        llm = [f"llm=simllm", f"llm.time_scale={args.time_scale}", "llm.max_num_seqs=256", "unparseable=pass", "rejects=count", "run.max_concurrent_tasks=512"]
+        llm = ["llm=simllm", f"llm.time_scale={args.time_scale}", "llm.max_num_seqs=256", "unparseable=pass", "rejects=count", "run.max_concurrent_tasks=512"]
         s = run_matrix(corpus, work / "e2e.jsonl", llm)
         q = s.metrics["questions_out"]
         print(f"matrix, end to end on simllm: {s.done} docs, {q} questions in {s.wall_s:.1f}s = {q / s.wall_s:.1f} questions/s, "

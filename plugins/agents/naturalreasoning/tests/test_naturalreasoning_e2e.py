@@ -14,7 +14,7 @@ from matrix_core import LLMBackendSpec, ServiceHandle, hookimpl
 from matrix_core.testing import assert_exactly_once, read_records
 from matrix_plugin_hfdatasets import load_records
 from matrix_plugin_jsonl import read_jsonl
-from matrix_plugin_naturalreasoning.testing import SCRIPTED_ENDPOINT, scripted_scores
+from matrix_plugin_naturalreasoning.testing import SCRIPTED_ENDPOINT
 from matrix_plugin_parquet import read_parquet_records
 
 REASONING = (

@@ -228,7 +228,7 @@ def test_flight_change_charges_the_difference_and_keeps_unchanged_prices(env):
 
 
 def test_flight_change_refusals(env):
-    res = DOMAIN.db["reservations"]["HXDUBJ"]  # economy; gift_card_6941833 holds 152, certificate_2345996 150
+    # reservation HXDUBJ: economy; gift_card_6941833 holds 152, certificate_2345996 150
     upgrade = next(a for a in gold("33") if a["name"] == "update_reservation_flights")["arguments"] | {"cabin": "business"}
     for payment_id, message in [("gift_card_6941833", "Gift card balance is not enough"), ("credit_card_1", "Payment method not found"),
                                 ("certificate_2345996", "Certificate cannot be used to update reservation")]:
