@@ -1,4 +1,4 @@
-"""Peak memory of the whole local Ray cluster: PSS of the driver and every process under it."""
+"""Peak memory and CPU time of the whole local Ray cluster: the driver and every process under it."""
 from __future__ import annotations
 
 import threading
@@ -6,10 +6,14 @@ import threading
 import psutil
 
 
-def cluster_pss_bytes() -> int:
+def _processes() -> list[psutil.Process]:
     me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def cluster_pss_bytes() -> int:
     total = 0
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in _processes():
         try:
             total += proc.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -18,14 +22,33 @@ def cluster_pss_bytes() -> int:
 
 
 class PeakMemory:
-    """Samples :func:`cluster_pss_bytes` in a thread while the ``with`` block runs."""
+    """Samples :func:`cluster_pss_bytes` in a thread while the ``with`` block runs.
+
+    It also tracks each process's CPU time, so ``cpu_s`` counts processes that started or
+    exited during the block (a run's actors) up to their last sample.
+    """
 
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
         self.peak = 0
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
         self._stop = threading.Event()
 
+    def _cpu(self) -> None:
+        for proc in _processes():
+            try:
+                t = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            # A process first seen after the start began during the block: all its CPU counts.
+            self._first.setdefault(proc.pid, t.user + t.system if not self._last_started else 0.0)
+            self._last[proc.pid] = t.user + t.system
+
     def __enter__(self) -> "PeakMemory":
+        self._last_started = False
+        self._cpu()
+        self._last_started = True
         self.baseline = cluster_pss_bytes()
         self.peak = self.baseline
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -35,8 +58,14 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, cluster_pss_bytes())
+            self._cpu()
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, cluster_pss_bytes())
+        self._cpu()
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._last[k] - self._first[k] for k in self._last)

@@ -191,3 +191,22 @@ def test_malformed_completion_is_an_error(server_factory):
 def test_fake_llm_fixture_answers_through_the_real_client(fake_llm):
     result = chat(fake_llm)
     assert result.content.startswith("[fake reply") and result.usage.completion_tokens > 0
+
+
+def test_connections_are_spread_over_small_pools(server_factory):
+    # 32 calls in flight at once: they fill 4 pools of 8 connections, no pool holds more.
+    server = server_factory(delay_s=0.3)
+    client = LLMClient([server.endpoint], max_concurrency_per_endpoint=32)
+    assert len(client._pools) == 4
+
+    async def go():
+        try:
+            calls = asyncio.gather(*(client.chat([{"role": "user", "content": "hi"}]) for _ in range(32)))
+            await asyncio.sleep(0.15)
+            loads = list(client._pool_load)
+            return await calls, loads
+        finally:
+            await client.aclose()
+
+    results, loads = asyncio.run(go())
+    assert all(r.content == "ok" for r in results) and loads == [8, 8, 8, 8] and len(server.requests) == 32

@@ -428,7 +428,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             for i, p in enumerate(placement)
         ]
         actors.extend(hosts)
-        incarnations = _get([h.start.remote() for h in hosts])
+        incarnations = _start_hosts(hosts)
 
         tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
         counters = Counters()
@@ -468,6 +468,21 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             service.stop()
         if started_ray:
             ray.shutdown()
+
+
+def _start_hosts(hosts: list) -> list:
+    from ray.exceptions import RayActorError
+
+    incarnations = []
+    for i, ref in enumerate([h.start.remote() for h in hosts]):  # all start at once
+        try:
+            incarnations.append(_get(ref))
+        except RayActorError as exc:  # killed while starting: no task was sent yet
+            raise MatrixError(
+                f"agent host {i} died and could not be restarted ({type(exc).__name__}) while starting; "
+                "run the same command again: tasks already in the output are kept"
+            ) from None
+    return incarnations
 
 
 def _get(refs):

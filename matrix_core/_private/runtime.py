@@ -110,7 +110,10 @@ class Replica:
         self.peak_active = 0
         self.steps = 0
         self.running: dict[int, Orchestrator] = {}
-        self._workers = [asyncio.ensure_future(self._work()) for _ in range(max_in_flight)]
+        # Workers start on demand, up to max_in_flight: a replica allowed 50,000 steps at once
+        # must not hold 50,000 idle coroutines from the start.
+        self._workers: list[asyncio.Task] = []
+        self._waiting: set[asyncio.Task] = set()  # workers blocked on the queue
 
     @property
     def load(self) -> int:
@@ -118,10 +121,20 @@ class Replica:
 
     def put(self, orch: Orchestrator) -> None:
         self.queue.put_nowait((time.perf_counter(), orch))
+        if self.queue.qsize() > len(self._waiting) and len(self._workers) < self.max_in_flight:
+            self._workers.append(asyncio.ensure_future(self._work()))
 
     async def _work(self) -> None:
+        me = asyncio.current_task()
         while True:
-            enqueued, orch = await self.queue.get()
+            self._waiting.add(me)
+            try:
+                item = await self.queue.get()
+            finally:
+                self._waiting.discard(me)
+            if item is None:  # stop(): one per worker, cheaper than cancelling each waiting get
+                return
+            enqueued, orch = item
             self.active += 1
             self.peak_active = max(self.peak_active, self.active)
             self.running[id(orch)] = orch
@@ -140,8 +153,13 @@ class Replica:
             yield orch.task_id
 
     def stop(self) -> None:
+        # Cancelling a waiting Queue.get removes it from the queue's getters: O(workers) each,
+        # minutes for tens of thousands. A None per waiting worker ends it in O(1).
         for w in self._workers:
-            w.cancel()
+            if w in self._waiting:
+                self.queue.put_nowait(None)
+            else:
+                w.cancel()
 
 
 class AgentHostImpl:

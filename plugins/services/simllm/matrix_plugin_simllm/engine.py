@@ -113,6 +113,9 @@ class Engine:
         self.n_waiting = self.n_prefill = self.n_decoding = 0
         self.completed = self.aborted = self.prompt_total = self.generated_total = 0
         self.latency_sum = self.ttft_sum = 0.0
+        # Integral of occupied slots over simulated time: / (max_num_seqs * elapsed) is the
+        # busy fraction of the replica's capacity (1.0 = every slot busy all the time).
+        self.slot_seconds = 0.0
         self.ticks = 0
         self._ids = itertools.count()
         self._wake: asyncio.Event | None = None
@@ -198,6 +201,7 @@ class Engine:
                 dt = min(dt, self.waiting[0].arrived - t)
             dt = max(0.0, dt)
             t += dt
+            self.slot_seconds += self.running * dt
             self.progress += rate * dt
             event = False
             if head is not None:

@@ -202,6 +202,8 @@ class SimServer:
         lines.append(f"simllm_time_to_first_token_seconds_count{{{base}}} {e.completed:g}")
         metric("simllm_simulated_seconds", "gauge", "The engine's simulated clock.", [("", e.now() if e._task else 0.0)])
         metric("simllm_scheduler_ticks_total", "counter", "Scheduler steps taken.", [("", e.ticks)])
+        metric("simllm_busy_slot_seconds_total", "counter", "Occupied slots integrated over simulated time; / (max_num_seqs * seconds) = utilisation.", [("", e.slot_seconds)])
+        metric("simllm_max_num_seqs", "gauge", "Batch slots of the replica.", [("", e.max_num_seqs)])
         return "\n".join(lines) + "\n"
 
 
@@ -223,4 +225,7 @@ class SimLLMReplica:
     async def stats(self) -> dict[str, Any]:
         s, e = self._server, self._server.engine
         return {"received": s.received, "outcomes": dict(s.outcomes), "injected": dict(s.injected),
-                "completed": e.completed, "running": e.running, "waiting": e.n_waiting}
+                "completed": e.completed, "running": e.running, "waiting": e.n_waiting,
+                "max_num_seqs": e.max_num_seqs, "time_scale": e.time_scale, "simulated_s": e.now() if e._task else 0.0,
+                "slot_seconds": e.slot_seconds, "latency_sum_s": e.latency_sum,
+                "prompt_tokens": e.prompt_total, "generated_tokens": e.generated_total}

@@ -120,6 +120,25 @@ def test_requests_beyond_max_num_seqs_queue():
     assert all(t["queue_s"] == pytest.approx(wave, rel=0.1) and t["latency_s"] == pytest.approx(2 * wave, rel=0.1) for t in second), second
 
 
+def test_busy_slot_seconds_measure_utilisation():
+    # 4 slots, 8 requests in two waves: every slot busy for 2 waves, then idle.
+    cfg = config(max_num_seqs=4, time_scale=2)
+    wave = 40 * (1 + 0.1 * 3) / 50
+
+    async def go():
+        async with serving(cfg) as (server, base):
+            await chat_many(base, 8)
+            busy_after_load = server.engine.slot_seconds
+            await asyncio.sleep(0.2)  # idle time adds nothing
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(base[:-3] + "/metrics")).text
+            return busy_after_load, server.engine.slot_seconds, metrics
+
+    busy, later, metrics = asyncio.run(go())
+    assert busy == pytest.approx(4 * 2 * wave, rel=0.1) and later == busy
+    assert f'simllm_busy_slot_seconds_total{{model="simllm",replica="0"}} {busy:g}' in metrics
+
+
 def test_prefill_is_served_one_prompt_at_a_time():
     # 4 prompts of 1000 tokens at 10,000 tok/s: first tokens at 0.1, 0.2, 0.3, 0.4 simulated s.
     cfg = config(prefill_tps=10_000)

@@ -1,0 +1,31 @@
+"""Ray actors the suites measure against (they must live in an importable module)."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ray
+
+
+@ray.remote(num_cpus=0)
+class Receiver:
+    """The far end of a raw actor-to-actor call: takes a message, returns at once."""
+
+    async def deliver(self, message) -> int:
+        return 1
+
+
+@ray.remote(num_cpus=0)
+class Sender:
+    """Sends ``n`` messages to a :class:`Receiver`, one Ray call each, ``window`` in flight."""
+
+    async def blast(self, receiver, message, n: int, window: int) -> float:
+        gate = asyncio.Semaphore(window)
+
+        async def one() -> None:
+            async with gate:
+                await receiver.deliver.remote(message)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - started

