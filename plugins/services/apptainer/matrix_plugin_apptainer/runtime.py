@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from matrix_core import ConfigError, MatrixError
 from matrix_core.sandbox import ExecResult, ToolRuntime
-from matrix_plugin_sandbox import WorkRoot, read_inside, run_bounded, write_inside
+from matrix_plugin_sandbox import WorkRoot, exec_request, read_inside, run_bounded, write_inside
 
 INSTALL_HINT = "install apptainer (https://apptainer.org/docs/admin/main/installation.html) or SingularityCE"
 IMAGE_SCHEMES = ("docker://", "library://", "oras://", "shub://", "docker-archive://", "instance://")
@@ -174,12 +174,7 @@ class ApptainerRuntime(ToolRuntime):
     async def exec(self, sandbox_id: str, command: Sequence[str] | str, *, stdin: bytes | None = None,
                    env: Mapping[str, str] | None = None, cwd: str | None = None, timeout_s: float | None = None) -> ExecResult:
         box = self._box(sandbox_id)
-        if isinstance(command, str):
-            command = ["/bin/sh", "-c", command]
-        if not command:
-            raise MatrixError("exec: empty command")
-        timeout = min(float(timeout_s or self.s["timeout_s"]), self.s["max_timeout_s"])
-        inner_cwd = "/work" if not cwd else "/work/" + "/".join(p for p in str(cwd).removeprefix("/work").split("/") if p not in ("", ".", ".."))
+        command, inner_cwd, timeout = exec_request(command, cwd, timeout_s, self.s)
 
         async def restart() -> None:
             # A command that outlived its limit may have left processes in the instance: a

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from matrix_core import ConfigDirSpec, ToolRuntimeSpec, hookimpl
 
-from ._process import run_bounded
+from ._process import exec_request, run_bounded
 from ._workdirs import WorkRoot, read_inside, usage_bytes, write_inside
 from .bwrap import BubblewrapRuntime
 
 # run_bounded, WorkRoot and the *_inside helpers are shared with other runtimes (apptainer).
-__all__ = ["BubblewrapRuntime", "WorkRoot", "read_inside", "run_bounded", "usage_bytes", "write_inside"]
+__all__ = ["BubblewrapRuntime", "WorkRoot", "exec_request", "read_inside", "run_bounded", "usage_bytes", "write_inside"]
 
 CONF_DIR = Path(__file__).parent / "conf"
 

@@ -5,8 +5,9 @@ import asyncio
 import os
 import signal
 import time
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+from matrix_core import MatrixError
 from matrix_core.sandbox import ExecResult
 
 
@@ -92,3 +93,16 @@ async def run_bounded(argv: Sequence[str], *, stdin: bytes | None, env: Mapping[
         output_truncated=killed == "output_limit",
         killed=killed,
     )
+
+
+def exec_request(command: Sequence[str] | str, cwd: str | None, timeout_s: float | None,
+                 settings: Mapping[str, Any]) -> tuple[list[str], str, float]:
+    """An exec call as both runtimes run it: argv (a string goes to sh), a cwd confined to
+    ``/work`` (``..`` cannot climb out), and the timeout capped by ``max_timeout_s``."""
+    if isinstance(command, str):
+        command = ["/bin/sh", "-c", command]
+    if not command:
+        raise MatrixError("exec: empty command")
+    timeout = min(float(timeout_s or settings["timeout_s"]), settings["max_timeout_s"])
+    parts = [p for p in str(cwd or "").removeprefix("/work").split("/") if p not in ("", ".", "..")]
+    return list(command), "/work/" + "/".join(parts) if parts else "/work", timeout

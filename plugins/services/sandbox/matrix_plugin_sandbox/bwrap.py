@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from matrix_core import ConfigError, MatrixError
 from matrix_core.sandbox import ExecResult, ToolRuntime
 
-from ._process import run_bounded
+from ._process import exec_request, run_bounded
 from ._workdirs import WorkRoot, read_inside, usage_bytes, write_inside
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
@@ -193,12 +193,7 @@ class BubblewrapRuntime(ToolRuntime):
     async def exec(self, sandbox_id: str, command: Sequence[str] | str, *, stdin: bytes | None = None,
                    env: Mapping[str, str] | None = None, cwd: str | None = None, timeout_s: float | None = None) -> ExecResult:
         box = self._box(sandbox_id)
-        if isinstance(command, str):
-            command = ["/bin/sh", "-c", command]
-        if not command:
-            raise MatrixError("exec: empty command")
-        timeout = min(float(timeout_s or self.s["timeout_s"]), self.s["max_timeout_s"])
-        inner_cwd = "/work" if not cwd else "/work/" + "/".join(p for p in str(cwd).removeprefix("/work").split("/") if p not in ("", ".", ".."))
+        command, inner_cwd, timeout = exec_request(command, cwd, timeout_s, self.s)
         result = await run_bounded(
             self._argv(box["uid"], box["work"], inner_cwd, command, timeout), stdin=stdin, env=self._env(env or {}),
             timeout_s=timeout, max_output_bytes=self.s["max_output_bytes"], running=box["running"],
