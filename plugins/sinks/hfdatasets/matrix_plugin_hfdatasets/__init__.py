@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from matrix_core import ConfigDirSpec, ConfigError, Sink, SinkSpec, hookimpl
-from matrix_plugin_parquet import ParquetSink
+from matrix_plugin_parquet import ParquetSink, output_dir
 
 __all__ = ["HFDatasetsSink", "load_records"]
 
@@ -50,12 +50,7 @@ def load_records(path: str | os.PathLike, include_derived: bool = False) -> list
 class HFDatasetsSink(Sink):
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
-        if not config.get("path"):
-            raise ConfigError("sink.path is not set (output.path=DIR)")
-        path = Path(str(config["path"])).expanduser()
-        for suffix in (".jsonl.zst", ".jsonl"):
-            if path.name.endswith(suffix):  # the workflows' default output.path names a JSONL file
-                path = path.with_name(path.name[: -len(suffix)] + ".hf")
+        path = output_dir(config, ".hf")
         self.path = path
         self.split = str(config.get("split") or "train")
         self.repo = config.get("push_to_hub") or None

@@ -55,15 +55,21 @@ def read_parquet_records(path: str | os.PathLike, include_derived: bool = False)
     return list(iter_parquet_records(path, include_derived))
 
 
+def output_dir(config: Mapping[str, Any], suffix: str) -> Path:
+    """``sink.path`` as a directory; a workflow's default JSONL file name gets ``suffix`` instead."""
+    if not config.get("path"):
+        raise ConfigError("sink.path is not set (output.path=DIR)")
+    path = Path(str(config["path"])).expanduser()
+    for ext in (".jsonl.zst", ".jsonl"):
+        if path.name.endswith(ext):
+            return path.with_name(path.name[: -len(ext)] + suffix)
+    return path
+
+
 class ParquetSink(Sink):
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
-        if not config.get("path"):
-            raise ConfigError("sink.path is not set (output.path=DIR)")
-        path = Path(str(config["path"])).expanduser()
-        for suffix in (".jsonl.zst", ".jsonl"):
-            if path.name.endswith(suffix):  # the workflows' default output.path names a JSONL file
-                path = path.with_name(path.name[: -len(suffix)] + ".parquet")
+        path = output_dir(config, ".parquet")
         if path.exists() and not path.is_dir():
             raise ConfigError(f"sink.path {path} is a file; the parquet sink writes a directory of part files")
         self.path = path
