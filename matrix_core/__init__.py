@@ -2,7 +2,19 @@
 from .agent import Agent, AgentContext
 from .errors import ConfigError, MatrixError
 from .hookspecs import hookimpl
-from .llm import LLMClient, LLMError, LLMResult, to_openai_messages
+from .llm import Endpoint, LLMClient, LLMError, LLMResult, ServiceHandle, to_openai_messages
+from .options import (
+    AgentOptions,
+    DatasetOptions,
+    LLMClientOptions,
+    LLMOptions,
+    OutputOptions,
+    ResumeOptions,
+    RoleOptions,
+    RunOptions,
+    SamplingOptions,
+    SinkOptions,
+)
 from .plugins import PluginHost, get_plugin_host
 from .sandbox import ExecResult, RuntimeClient, Sandbox, ToolRuntime
 from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
@@ -12,16 +24,16 @@ from .specs import (
     CommandSpec,
     ConfigDirSpec,
     DatasetLoaderSpec,
-    Endpoint,
     LLMBackendSpec,
     RunMetrics,
-    ServiceHandle,
     SinkSpec,
     ToolRuntimeSpec,
     WorkflowSpec,
 )
 
 __all__ = [
+    "AgentOptions", "DatasetOptions", "LLMClientOptions", "LLMOptions", "OutputOptions", "ResumeOptions",
+    "RoleOptions", "RunOptions", "SamplingOptions", "SinkOptions",
     "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
     "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",

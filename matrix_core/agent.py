@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .options import AgentOptions, parse
+
 if TYPE_CHECKING:
     from .llm import LLMClient
     from .protocol import Orchestrator
@@ -24,7 +26,7 @@ class AgentContext:
 
 
 class Agent:
-    """Subclass and implement :meth:`step`.
+    """Subclass and implement :meth:`step`; declare options as ``class Options(AgentOptions)``.
 
     An agent holds no per-task state: everything a task needs travels in the orchestrator.
     ``step`` updates the orchestrator in place (or returns a replacement); the runtime then
@@ -37,9 +39,13 @@ class Agent:
     #: Set True in agents that use ``self.runtime``: the run then starts the configured tool runtime.
     uses_runtime: bool = False
 
+    #: The agent's typed options: subclass as a nested ``class Options(AgentOptions)``.
+    Options: type[AgentOptions] = AgentOptions
+
     def __init__(self, context: AgentContext):
         self.context = context
-        self.config = context.config
+        self.config = context.config  # the role's section as given (the keys of ``Options`` too)
+        self.options = parse(self.Options, context.config, f"agents.{context.role}")
 
     @property
     def llm(self) -> "LLMClient":

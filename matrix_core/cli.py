@@ -105,7 +105,7 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
         for name, entry in sorted(host.registry("workflow").items()):
             click.echo(f"  {name:<20} {entry.spec.description}  [{entry.package}]")
         return
-    from .config import compose
+    from .config import compose, config_name
 
     args = _run_flags(list(overrides))
     spec = host.get("workflow", workflow)
@@ -115,7 +115,11 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
         cfg = compose(workflow, plain_overrides)  # validates: one line per bad key or value
         _execute(cfg, host)
         return
-    _run_hydra_main(spec.config_name or spec.name, workflow, args, host)
+    if "--help" in hydra_flags or "-h" in hydra_flags:
+        from ._private.help import options_help
+
+        click.echo(options_help(workflow, plain_overrides, host) + "\n")
+    _run_hydra_main(config_name(spec), workflow, args, host)
 
 
 def _execute(cfg: dict, host: PluginHost) -> None:
@@ -129,7 +133,9 @@ def _run_hydra_main(config_name: str, workflow: str, args: list[str], host: Plug
     """Hand the command line to Hydra itself, for --help, --cfg, --info, -m and friends."""
     import hydra
 
-    from .config import CONFIG_MODULE, to_plain
+    from .config import CONFIG_MODULE, register_nodes, to_plain
+
+    register_nodes()
 
     def task(cfg) -> None:
         try:

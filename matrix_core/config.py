@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib.resources
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
@@ -35,6 +35,41 @@ Plugins.instance().register(MatrixSearchPath)
 if not OmegaConf.has_resolver("pkg"):
     OmegaConf.register_new_resolver("pkg", _package_file)
 
+WORKFLOW_DEFAULTS_GROUP = "matrix_workflow"
+
+
+def register_nodes() -> None:
+    """Stores the typed defaults (``matrix_options``) and each workflow's own ``defaults``
+    in Hydra's ConfigStore, so the defaults are written once, in the models."""
+    from hydra.core.config_store import ConfigStore
+
+    from .options import base_node
+
+    store = ConfigStore.instance()
+    store.store(name="matrix_options", node=base_node())
+    for name, entry in get_plugin_host().registry("workflow").items():
+        if entry.spec.defaults is not None:
+            store.store(group=WORKFLOW_DEFAULTS_GROUP, name=name, node=workflow_node(name, entry.spec.defaults))
+
+
+def workflow_node(name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    node = dict(defaults)
+    listed = list(node.get("defaults") or [])
+    if "matrix_base" not in listed:
+        listed.insert(0, "matrix_base")
+    if "_self_" not in listed:
+        listed.append("_self_")
+    node["defaults"] = listed
+    node.setdefault("workflow", name)
+    return node
+
+
+def config_name(spec) -> str:
+    """The config ``matrix run`` composes for a workflow spec."""
+    if spec.config_name is None and spec.defaults is not None:
+        return f"{WORKFLOW_DEFAULTS_GROUP}/{spec.name}"
+    return spec.config_name or spec.name
+
 
 def compose(workflow: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Compose a workflow's config as ``matrix run`` would, resolved to a plain dict."""
@@ -43,9 +78,10 @@ def compose(workflow: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     from omegaconf.errors import OmegaConfBaseException
 
     spec = get_plugin_host().get("workflow", workflow)
+    register_nodes()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = hydra_compose(spec.config_name or spec.name, overrides=list(overrides))
+            cfg = hydra_compose(config_name(spec), overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"workflow {workflow!r}: {one_line(exc)}") from None
     return to_plain(cfg)

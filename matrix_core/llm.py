@@ -15,20 +15,45 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import certifi
 import httpx
 
 from .errors import MatrixError
+from .options import LLMClientOptions
 from .protocol import ToolCall, Turn, Usage
-from .specs import Endpoint
 
 log = logging.getLogger("matrix.llm")
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CONNECTIONS_PER_POOL = 8
 MAX_POOLS = 64
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible server: ``base_url`` ends in ``/v1``.
+
+    ``transport`` ("module:factory") names a callable returning an ``httpx.AsyncBaseTransport``
+    that answers this endpoint's requests in-process instead of over the network (the fake
+    LLM; a client library such as LiteLLM). The client's retries, limits and failover apply
+    either way.
+    """
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    transport: str | None = None
+
+
+@dataclass
+class ServiceHandle:
+    """A started service: its endpoints and how to stop it (a no-op for attached servers)."""
+
+    endpoints: list[Endpoint]
+    stop: Callable[[], None] = lambda: None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class LLMError(MatrixError):
@@ -292,14 +317,16 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def client_from_config(endpoints: Sequence[Endpoint], cfg: Mapping[str, Any]) -> LLMClient:
-    """Build the client from the ``llm.client`` config section."""
+def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Mapping[str, Any]) -> LLMClient:
+    """Build the client from the ``llm.client`` config section (typed, or a plain mapping)."""
+    if not isinstance(cfg, LLMClientOptions):
+        cfg = LLMClientOptions.model_validate(dict(cfg or {}))
     return LLMClient(
         endpoints,
-        max_concurrency_per_endpoint=int(cfg.get("max_concurrency_per_endpoint", 64)),
-        timeout_s=float(cfg.get("timeout_s", 120)),
-        max_retries=int(cfg.get("max_retries", 4)),
-        backoff_base_s=float(cfg.get("backoff_base_s", 0.5)),
-        backoff_max_s=float(cfg.get("backoff_max_s", 20)),
-        default_params=cfg.get("params") or {},
+        max_concurrency_per_endpoint=cfg.max_concurrency_per_endpoint,
+        timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        backoff_base_s=cfg.backoff_base_s,
+        backoff_max_s=cfg.backoff_max_s,
+        default_params=cfg.params,
     )

@@ -90,15 +90,13 @@ async def _call(method, *args):
     """Awaits a service call; a MatrixError raised there comes back as itself (one line)."""
     from ray.exceptions import RayActorError, RayTaskError
 
+    from ._private.ray_errors import remote_error
     from .errors import MatrixError
 
     try:
         return await method.remote(*args)
     except RayTaskError as exc:
-        cause = exc.cause
-        if isinstance(cause, MatrixError):
-            raise type(cause)(str(cause)) from None
-        raise MatrixError(f"tool runtime: {type(cause).__name__}: {cause}") from None
+        raise remote_error(exc, "tool runtime: ") from None
     except RayActorError as exc:
         raise MatrixError(f"the tool runtime service died during the call ({type(exc).__name__}); it restarts, retry the task") from None
 

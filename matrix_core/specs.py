@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from .llm import Endpoint, ServiceHandle  # defined next to the client; importable here too
+
 if TYPE_CHECKING:
     import click
 
@@ -25,6 +27,9 @@ class WorkflowSpec:
     ``config_name`` defaults to ``name``; the yaml lives in a registered config directory.
     ``metrics``, if given, is called with the run config and returns a :class:`RunMetrics`
     that sees every record the run writes; its ``result()`` is part of the run summary.
+    ``defaults``, if given, is the workflow's config itself (what its yaml would hold, e.g.
+    ``{"agents": {...}, "defaults": [{"llm": "fake"}]}``), so no yaml file is needed;
+    ``matrix_base`` comes first and ``workflow`` is set unless they are given.
     """
 
     name: str
@@ -32,6 +37,7 @@ class WorkflowSpec:
     description: str = ""
     config_name: str | None = None
     metrics: Callable[[Mapping[str, Any]], "RunMetrics"] | None = None
+    defaults: Mapping[str, Any] | None = None
 
 
 class RunMetrics:
@@ -51,31 +57,6 @@ class AgentSpec:
     name: str
     cls: type["Agent"]
     description: str = ""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One OpenAI-compatible server: ``base_url`` ends in ``/v1``.
-
-    ``transport`` ("module:factory") names a callable returning an ``httpx.AsyncBaseTransport``
-    that answers this endpoint's requests in-process instead of over the network (the fake
-    LLM; a client library such as LiteLLM). The client's retries, limits and failover apply
-    either way.
-    """
-
-    base_url: str
-    model: str
-    api_key: str | None = field(default=None, repr=False)
-    transport: str | None = None
-
-
-@dataclass
-class ServiceHandle:
-    """A started service: its endpoints and how to stop it (a no-op for attached servers)."""
-
-    endpoints: list[Endpoint]
-    stop: Callable[[], None] = lambda: None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

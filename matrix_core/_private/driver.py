@@ -1,5 +1,10 @@
 """The run driver: starts services and actors, injects tasks under the global cap, counts
-completions. It is never on the path between two agents."""
+completions. It is never on the path between two agents.
+
+:func:`execute` reads top to bottom as the run goes: validate, resolve plugins, start Ray,
+the LLM service, the tool runtime, the sink and the agent hosts (each registers its own
+teardown on one ``ExitStack``), drive the tasks, collect the summary.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -9,67 +14,34 @@ import pickle
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import ray
 
 from ..errors import ConfigError, MatrixError
+from ..llm import Endpoint
+from ..options import MatrixConfig, RunOptions, validate
 from ..plugins import PluginHost
-from ..protocol import Orchestrator, Status, task_id_for
-from ..specs import ServiceHandle
+from ..protocol import Orchestrator, Status
+from ..specs import LLMBackendSpec, SinkSpec, ToolRuntimeSpec, WorkflowSpec
+from .messages import Completion, Delivery, Directory, ReplicaSlot
 from .plan import RoleSpec, RunPlan
 from .progress import Counters, Progress
-from .runtime import AgentHost, Outbox, ReplicaRef, apply_load_report
+from .ray_errors import remote_error
+from .routing import Router
+from .runtime import AgentHost, Outbox
 from .sink_actor import SinkActor
+from .summary import RunSummary
+from .tasks import Tasks
 
 log = logging.getLogger("matrix.driver")
 
-ROLE_KEYS = {"type", "replicas", "max_in_flight", "resources"}
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
+STALL_CHECK_S = 10.0
 
-
-@dataclass
-class RunSummary:
-    workflow: str
-    output: str
-    rows: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    hops: int = 0
-    tokens: int = 0
-    wall_s: float = 0.0
-    roles: dict[str, Any] = field(default_factory=dict)
-    resent: int = 0
-    duplicate_rows: int = 0
-    resent_from_checkpoint: int = 0
-    peak_in_flight: int = 0
-    startup_s: float = 0.0
-    metrics: dict[str, Any] = field(default_factory=dict)
-    runtime: dict[str, Any] = field(default_factory=dict)  # the tool runtime's final stats, if one ran
-
-    @property
-    def tasks_per_s(self) -> float:
-        return (self.done + self.failed) / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def hops_per_s(self) -> float:
-        return self.hops / self.wall_s if self.wall_s else 0.0
-
-    def text(self) -> str:
-        return (
-            f"matrix run {self.workflow}: {self.done} done, {self.failed} failed, {self.skipped} already in output"
-            + (f", {self.resent} re-sent after a failure ({self.resent_from_checkpoint} from a checkpoint)" if self.resent else "")
-            + (f", {self.duplicate_rows} duplicate rows skipped" if self.duplicate_rows else "")
-            + f" | {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
-            f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
-            + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
-        )
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+__all__ = ["RunSummary", "execute", "init_ray", "redact"]
 
 
 def redact(value: Any) -> Any:
@@ -84,111 +56,24 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _roles(cfg: Mapping[str, Any], host: PluginHost, hosts: int) -> dict[str, RoleSpec]:
-    agents = cfg.get("agents") or {}
-    if not agents:
-        raise ConfigError(f"workflow {cfg['workflow']!r} configures no agents (the 'agents' section is empty)")
-    roles = {}
-    for name, section in agents.items():
-        section = dict(section or {})
-        if "type" not in section:
-            raise ConfigError(f"agents.{name}.type is missing: name the agent type for role {name!r}")
-        spec = host.get("agent", section["type"])
-        resources = dict(section.get("resources") or {})
-        replicas = int(section.get("replicas") or (1 if resources else hosts))
-        max_in_flight = int(section.get("max_in_flight") or 64)
-        if replicas < 1 or max_in_flight < 1:
-            raise ConfigError(f"agents.{name}: replicas and max_in_flight must be >= 1")
-        options = {k: v for k, v in section.items() if k not in ROLE_KEYS}
-        roles[name] = RoleSpec(name, spec.cls, replicas, max_in_flight, options, resources)
-    return roles
-
-
-def _host_count(run: Mapping[str, Any]) -> int:
-    value = run.get("hosts", "auto")
-    if value in (None, "auto"):
-        cpus = int(ray.available_resources().get("CPU", 1)) if ray.is_initialized() else (os.cpu_count() or 1)
-        return max(1, min(cpus, 8))
-    if int(value) < 1:
-        raise ConfigError(f"run.hosts must be >= 1 or 'auto', got {value!r}")
-    return int(value)
-
-
-def init_ray(run: Mapping[str, Any]) -> bool:
+def init_ray(run: RunOptions | Mapping[str, Any]) -> bool:
     """Start or join Ray. Returns True if this call started it (and so must stop it)."""
     if ray.is_initialized():
         return False
-    address = run.get("address") or os.environ.get("RAY_ADDRESS") or "local"
+    if not isinstance(run, RunOptions):
+        run = RunOptions.model_validate(dict(run))
+    address = run.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": logging.WARNING}
     if address == "local":
-        if run.get("num_cpus"):
-            kwargs["num_cpus"] = int(run["num_cpus"])
-        kwargs["_temp_dir"] = run.get("ray_temp_dir") or os.path.join(tempfile.gettempdir(), "matrix-ray")
+        if run.num_cpus is not None:
+            kwargs["num_cpus"] = run.num_cpus
+        kwargs["_temp_dir"] = run.ray_temp_dir or os.path.join(tempfile.gettempdir(), "matrix-ray")
         kwargs["_node_ip_address"] = "127.0.0.1"  # a local cluster talks over loopback only
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise MatrixError(f"cannot start or join Ray at {address!r}: {exc}") from None
     return True
-
-
-class _Tasks:
-    """Turns dataset rows into orchestrators, lazily; unreadable rows become failed tasks."""
-
-    def __init__(self, rows: Iterator[tuple[int, Any]], orchestrator_cls: type[Orchestrator], cfg: Mapping[str, Any], skip: Mapping[str, str], retry_failed: bool):
-        self.rows = rows
-        self.cls = orchestrator_cls
-        self.cfg = cfg
-        self.dataset = cfg.get("dataset") or {}
-        self.id_field = self.dataset.get("id_field")
-        self.trials = int((cfg.get("run") or {}).get("trials", 1))
-        self.limit = self.dataset.get("limit")
-        self.skip = skip
-        self.retry_failed = retry_failed
-        self.skipped = 0
-        self.rows_read = 0
-        self.bad_rows = 0
-        self.duplicate_rows = 0
-        self._seen: dict[str, int] = {}
-
-    def __iter__(self) -> Iterator[Orchestrator]:
-        for row_number, row in self.rows:
-            if self.limit is not None and self.rows_read >= int(self.limit):
-                return
-            self.rows_read += 1
-            where = f"{self.dataset.get('path') or self.dataset.get('loader')} row {row_number}"
-            key = str(row.get(self.id_field)) if isinstance(row, Mapping) and self.id_field and row.get(self.id_field) is not None else str(row_number)
-            first = self._seen.setdefault(key, row_number)
-            if first != row_number:
-                self.duplicate_rows += 1
-                log.error("%s: duplicate %s %r (first at row %d): skipped", where, self.id_field, key, first)
-                continue
-            for trial in range(self.trials):
-                task_id = task_id_for(key, trial)
-                previous = self.skip.get(task_id)
-                if previous == Status.DONE.value or (previous is not None and not self.retry_failed):
-                    self.skipped += 1
-                    continue
-                if isinstance(row, Exception):
-                    self.bad_rows += 1
-                    log.error("%s: %s (written as a failed task, run goes on)", where, row)
-                    yield self._failed(task_id, key, trial, row, where)
-                    continue
-                try:
-                    yield self.cls.from_row(row, row_key=key, trial=trial, config=self.cfg)
-                except Exception as exc:  # a row the workflow cannot use: same treatment
-                    self.bad_rows += 1
-                    log.error("%s: %s: %s (written as a failed task, run goes on)", where, type(exc).__name__, exc)
-                    yield self._failed(task_id, key, trial, exc, where)
-
-    def _failed(self, task_id: str, key: str, trial: int, exc: Exception, where: str) -> Orchestrator:
-        orch = Orchestrator.model_construct(
-            task_id=task_id, row_key=key, trial=trial, payload=None, history=[], history_segments=[],
-            state={"dataset_row": where}, status=Status.RUNNING, error=None, steps=0, current_role=None,
-            hops=[], created_at=time.time(),
-        )
-        orch.fail(exc, role="dataset")
-        return orch
 
 
 class _Drive:
@@ -202,27 +87,23 @@ class _Drive:
     the first, so the output holds it exactly once.
     """
 
-    def __init__(self, plan: RunPlan, cfg: Mapping[str, Any], tasks: _Tasks, hosts: list, table: dict, sink, counters: Counters, progress: Progress):
+    def __init__(self, plan: RunPlan, run: RunOptions, tasks: Tasks, hosts: list, incarnations: list[str], directory: Directory, sink, progress_mode: str):
         self.plan, self.tasks, self.hosts, self.sink = plan, tasks, hosts, sink
-        self.counters, self.progress = counters, progress
-        run = cfg["run"]
-        self.cap = int(run["max_concurrent_tasks"])
-        self.health_every_s = float(run.get("health_check_s") or 2.0)
-        self.refs = {role: [ReplicaRef(h, i, c) for h, i, c in entries] for role, entries in table.items()}
-        self.by_key = {(role, r.host, r.index): r for role, rs in self.refs.items() for r in rs}
+        self.counters = Counters()
+        self.progress = Progress(self.counters, progress_mode)
+        self.cap = run.max_concurrent_tasks
+        self.health_every_s = run.health_check_s
+        self.router = Router(directory.replicas)
         self.pending: dict[str, Orchestrator] = {}
-        self.incarnations: list[str | None] = [None] * (len(hosts) + 1)  # hosts, then the sink
+        self.incarnations: list[str | None] = [*incarnations, None]  # hosts, then the sink
         self.resent = self.resent_from_checkpoint = 0
-        self.on_written = None  # called with the ids the sink wrote (releases their sandboxes)
-        self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self._update_loads) for h in hosts]
+        self.on_written: Callable[[list[str]], None] | None = None  # e.g. releases the written tasks' sandboxes
+        self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self.router.update) for h in hosts]
         self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
 
     def _box(self, send, on_reply) -> Outbox:
         return Outbox(send=send, on_reply=on_reply, on_error=self._send_failed,
                       max_batch=self.plan.batch_max, max_outstanding=self.plan.outstanding_per_peer)
-
-    def _update_loads(self, reply) -> None:
-        apply_load_report(self.by_key, reply)
 
     def _send_failed(self, batch, exc) -> None:
         # Still pending: the next reconciliation re-sends them.
@@ -236,56 +117,40 @@ class _Drive:
                 orch.status = Status.DONE
             self.sink_box.add(orch)
             return
-        targets = self.refs.get(role)
-        if not targets:
-            orch.fail(f"first role {role!r} has no agent; configured roles: {', '.join(sorted(self.refs))}")
+        target = self.router.pick(role)
+        if target is None:
+            orch.fail(f"first role {role!r} has no agent; configured roles: {self.router.role_names()}")
             self.sink_box.add(orch)
             return
-        target = min(targets, key=lambda r: r.load / r.capacity)
-        target.load += 1
         if self.plan.offload_threshold_bytes and orch.payload is not None:
             orch.offload(self.plan.offload_threshold_bytes, payload_bytes=len(pickle.dumps(orch.payload, protocol=5)))
-        self.boxes[target.host].add((role, target.index, orch))
+        self.boxes[target.host].add(Delivery(role, target.index, orch))
 
-    def complete(self, task_id: str, status: str, steps: int = 0, tokens: int = 0) -> None:
-        if self.pending.pop(task_id, None) is None:
+    def complete(self, done: Completion) -> None:
+        if self.pending.pop(done.task_id, None) is None:
             return
         c = self.counters
         c.in_flight -= 1
-        c.hops += steps
-        c.tokens += tokens
-        if status == Status.DONE.value:
+        c.hops += done.steps
+        c.tokens += done.tokens
+        if done.status == Status.DONE.value:
             c.done += 1
         else:
             c.failed += 1
 
     async def run(self) -> None:
-        c = self.counters
         source = iter(self.tasks)
-        exhausted = False
         last_progress = last_health = time.monotonic()
         while True:
-            injected = 0
-            while not exhausted and c.in_flight < self.cap:
-                orch = next(source, None)
-                if orch is None:
-                    exhausted = True
-                    break
-                c.in_flight += 1
-                c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
-                injected += 1
-                self.inject(orch)
-                if injected % 256 == 0:
-                    await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
-            c.skipped = self.tasks.skipped
-            if exhausted and c.in_flight <= 0:
+            exhausted = await self._fill(source)
+            if exhausted and self.counters.in_flight <= 0:
                 return
-            completions = await self.sink.poll.remote(0.5)
-            for task_id, status, steps, tokens in completions:
-                self.complete(task_id, status, steps, tokens)
+            completions: list[Completion] = await self.sink.poll.remote(0.5)
+            for done in completions:
+                self.complete(done)
                 last_progress = time.monotonic()
             if completions and self.on_written is not None:
-                self.on_written([c[0] for c in completions])
+                self.on_written([done.task_id for done in completions])
             now = time.monotonic()
             stalled = now - last_progress > STALL_CHECK_S
             if stalled or now - last_health > self.health_every_s:
@@ -294,6 +159,24 @@ class _Drive:
                     await self.reconcile()
                     last_progress = time.monotonic()
             self.progress.update()
+
+    async def _fill(self, source: Iterator[Orchestrator]) -> bool:
+        """Injects tasks up to the cap; True once the dataset is exhausted."""
+        c = self.counters
+        injected = 0
+        while c.in_flight < self.cap:
+            orch = next(source, None)
+            if orch is None:
+                c.skipped = self.tasks.skipped
+                return True
+            c.in_flight += 1
+            c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+            injected += 1
+            self.inject(orch)
+            if injected % 256 == 0:
+                await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
+        c.skipped = self.tasks.skipped
+        return False
 
     async def _restarted(self) -> bool:
         """True when a host answers with a new incarnation (Ray restarted its process)."""
@@ -320,14 +203,14 @@ class _Drive:
         for host in self.hosts:
             _, ids = await host.held_ids.remote()
             held.update(ids)
-        held.update(item[2].task_id for box in self.boxes for item in box.items())
+        held.update(item.orch.task_id for box in self.boxes for item in box.items())
         held.update(o.task_id for o in self.sink_box.items())
         waiting = [t for t in self.pending if t not in held]
         if not waiting:
             return
         written, checkpoints = await self.sink.recover.remote(waiting)
         for task_id, status in written.items():
-            self.complete(task_id, status)
+            self.complete(Completion(task_id, status))
         lost = [t for t in waiting if t not in written]
         for task_id in lost:
             orch = self.pending[task_id]
@@ -341,138 +224,160 @@ class _Drive:
             log.warning("re-sent %d task(s) lost in flight (%d from a checkpoint)", len(lost), from_checkpoint)
 
 
-STALL_CHECK_S = 10.0
-
 
 def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | None = None) -> RunSummary:
     """Run a composed workflow config (a plain dict) to completion."""
-    run = cfg["run"]
-    workflow = host.get("workflow", cfg["workflow"])
-    sink_cfg = dict(cfg.get("sink") or {})
-    sink_spec = host.get("sink", sink_cfg.get("name", "jsonl"))
-    dataset_cfg = dict(cfg.get("dataset") or {})
-    loader = host.get("dataset_loader", dataset_cfg.get("loader", "jsonl"))
-    # Validate agent types before anything starts.
-    _roles(cfg, host, 1)
-    llm_cfg = dict(cfg.get("llm") or {})
-    backend = host.get("llm_backend", llm_cfg["backend"]) if llm_cfg.get("backend") else None
-    runtime_cfg = dict(cfg.get("runtime") or {})
-    runtime_spec = host.get("tool_runtime", runtime_cfg["name"]) if runtime_cfg.get("name") else None
-    rows = loader.load(dataset_cfg)  # opens the file now: a missing dataset fails before Ray starts
-
+    conf = validate(cfg, host)  # a bad key or value is one line, before anything starts
+    plugins = _resolve(conf, host)
+    summary = RunSummary(workflow=conf.workflow, output=conf.sink.path or "")
     startup = time.perf_counter()
-    started_ray = init_ray(run)
-    service: ServiceHandle | None = None
-    tool_runtime = None
-    actors: list = []
-    summary = RunSummary(workflow=cfg["workflow"], output=str(sink_cfg.get("path", "")))
-    try:
-        hosts_n = _host_count(run)
-        roles = _roles(cfg, host, hosts_n)
-        needs_llm = any(getattr(r.agent_cls, "uses_llm", False) for r in roles.values())
-        if needs_llm and backend is None:
-            raise ConfigError("this workflow's agents call an LLM but no llm backend is configured (set llm=NAME)")
-        if needs_llm:
-            service = backend.start(llm_cfg)
+    with ExitStack() as teardown:  # undone in reverse: actors, runtime, LLM service, Ray
+        if init_ray(conf.run):
+            teardown.callback(ray.shutdown)
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
-        if any(getattr(r.agent_cls, "uses_runtime", False) for r in roles.values()):
-            if runtime_spec is None:
-                raise ConfigError(
-                    "this workflow's agents run code in a tool runtime but none is configured; set runtime=NAME "
-                    f"(installed: {', '.join(sorted(host.registry('tool_runtime'))) or 'none'})"
-                )
-            from .tool_service import start_runtime
-
-            tool_runtime = start_runtime(runtime_spec, runtime_cfg, f"matrix-runtime-{run_id}")
-            cfg = {**cfg, "runtime": {**runtime_cfg, "service": tool_runtime.name}}  # agents find it by name
-        plan = RunPlan(
-            workflow=cfg["workflow"],
-            orchestrator_cls=workflow.orchestrator,
-            roles=roles,
-            hosts=hosts_n,
-            offload_threshold_bytes=int(run.get("offload_threshold_bytes") or 0),
-            max_steps=int(run.get("max_steps") or 1000),
-            task_timeout_s=float(run["task_timeout_s"]) if run.get("task_timeout_s") else None,
-            llm_endpoints=service.endpoints if service else [],
-            llm_client=dict(llm_cfg.get("client") or {}),
-            colocate=bool(run.get("colocate", True)),
-            checkpoint_every=int(run.get("checkpoint_every") or 0),
-            batch_max=int(run.get("batch_max") or 256),
-            outstanding_per_peer=int(run.get("outstanding_per_peer") or 2),
-            run_config=redact(cfg),
-        )
-        retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
-        metrics = workflow.metrics(cfg) if workflow.metrics else None
-        names = {"sink": f"matrix-sink-{run_id}"}
-        owner = {
-            "workflow": cfg["workflow"],
-            # Not size/limit: growing a dataset and resuming into the same output is normal.
-            "dataset": {k: dataset_cfg.get(k) for k in ("loader", "path", "id_field")},
-            "trials": int(run.get("trials", 1)),
-        }
-        sink = SinkActor.options(name=names["sink"], num_cpus=0, max_concurrency=64).remote(
-            sink_spec.cls, sink_cfg, metrics, retry_failed, owner, bool(run.get("force", False))
-        )
-        actors.append(sink)
-        existing = _get(sink.open.remote())
-        placement = plan.placement()
-        names["hosts"] = [f"matrix-host-{run_id}-{i}" for i in range(len(placement))]
-        table: dict[str, list[tuple[int, int, int]]] = {}
-        for i, p in enumerate(placement):
-            for role, replica in p:
-                table.setdefault(role, []).append((i, replica, roles[role].max_in_flight))
-        hosts = [
-            AgentHost.options(
-                name=names["hosts"][i], num_cpus=0, max_concurrency=100_000, **_ray_resources(plan.host_resources(p))
-            ).remote(i, plan, p, names, table)
-            for i, p in enumerate(placement)
-        ]
-        actors.extend(hosts)
-        incarnations = _start_hosts(hosts)
-
-        tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
-        counters = Counters()
-        progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
-        drive = _Drive(plan, cfg, tasks, hosts, table, sink, counters, progress)
-        drive.incarnations = [*incarnations, None]
-        if tool_runtime is not None:
-            drive.on_written = tool_runtime.release_tasks
+        hosts_n = _host_count(conf.run)
+        roles = _roles(conf, hosts_n)
+        endpoints = _start_llm(conf, plugins.backend, roles, teardown)
+        runtime = _start_runtime(conf, plugins, roles, run_id, teardown, summary)
+        plan = _plan(conf, plugins.workflow, roles, hosts_n, endpoints)
+        placement, directory = _directory(plan, run_id)
+        sink, existing = _start_sink(conf, plugins, directory, teardown)
+        hosts, incarnations = _start_hosts(plan, placement, directory, teardown)
+        tasks = Tasks(plugins.rows, plugins.workflow.orchestrator, conf, existing)
+        drive = _Drive(plan, conf.run, tasks, hosts, incarnations, directory, sink, progress_mode or conf.run.progress)
+        if runtime is not None:
+            drive.on_written = runtime.release_tasks
         asyncio.run(drive.run())
-        summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint
-        progress.close()
-        ray.get([h.drain.remote() for h in hosts])
-        stats = ray.get([h.stats.remote() for h in hosts])
-        closing = ray.get(sink.close.remote())
-        ray.get([h.close.remote() for h in hosts])
-        summary.output = closing["location"] or summary.output
-        summary.metrics = closing["metrics"]
-        summary.rows = tasks.rows_read
-        summary.duplicate_rows = tasks.duplicate_rows
-        summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
-        summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
-        summary.peak_in_flight = counters.peak_in_flight
-        summary.startup_s = counters.started - startup
-        for s in stats:
-            for role, reps in s["replicas"].items():
-                summary.roles.setdefault(role, []).extend(reps)
-        return summary
-    finally:
-        for actor in actors:
-            try:
-                ray.kill(actor)
-            except Exception:  # already gone
-                pass
-        if tool_runtime is not None:
-            summary.runtime = tool_runtime.stop() or {}
-        if service is not None:
-            service.stop()
-        if started_ray:
-            ray.shutdown()
+        _collect(drive, summary, startup)
+    return summary
 
 
-def _start_hosts(hosts: list) -> list:
+@dataclass
+class _Plugins:
+    """What the config names, looked up before Ray starts: an unknown name fails first."""
+
+    workflow: WorkflowSpec
+    sink: SinkSpec
+    backend: LLMBackendSpec | None
+    runtime: ToolRuntimeSpec | None
+    rows: Iterator[tuple[int, Any]]
+    runtimes_installed: list[str]
+
+
+def _resolve(conf: MatrixConfig, host: PluginHost) -> _Plugins:
+    runtime_name = (conf.raw.get("runtime") or {}).get("name")
+    return _Plugins(
+        workflow=host.get("workflow", conf.workflow),
+        sink=host.get("sink", conf.sink.name),
+        backend=host.get("llm_backend", conf.llm.backend) if conf.llm.backend else None,
+        runtime=host.get("tool_runtime", runtime_name) if runtime_name else None,
+        # Opens the file now: a missing dataset fails before Ray starts.
+        rows=host.get("dataset_loader", conf.dataset.loader).load(conf.dataset.model_dump()),
+        runtimes_installed=sorted(host.registry("tool_runtime")),
+    )
+
+
+def _host_count(run: RunOptions) -> int:
+    if run.hosts == "auto":
+        cpus = int(ray.available_resources().get("CPU", 1)) if ray.is_initialized() else (os.cpu_count() or 1)
+        return max(1, min(cpus, 8))
+    return run.hosts
+
+
+def _roles(conf: MatrixConfig, hosts: int) -> dict[str, RoleSpec]:
+    roles = {}
+    for name, role in conf.roles.items():
+        section = role.section
+        replicas = section.replicas if section.replicas is not None else (1 if section.resources else hosts)
+        roles[name] = RoleSpec(name, role.agent_cls, replicas, section.max_in_flight, role.options.model_dump(),
+                               dict(section.resources), llm=section.llm)
+    return roles
+
+
+def _start_llm(conf: MatrixConfig, backend: LLMBackendSpec | None, roles: Mapping[str, RoleSpec], teardown: ExitStack) -> list[Endpoint]:
+    if not any(getattr(r.agent_cls, "uses_llm", False) for r in roles.values()):
+        return []
+    if backend is None:
+        raise ConfigError("this workflow's agents call an LLM but no llm backend is configured (set llm=NAME)")
+    service = backend.start(dict(conf.raw.get("llm") or {}))
+    teardown.callback(service.stop)
+    return service.endpoints
+
+
+def _start_runtime(conf: MatrixConfig, plugins: _Plugins, roles: Mapping[str, RoleSpec], run_id: str,
+                   teardown: ExitStack, summary: RunSummary):
+    """Starts the tool runtime if an agent uses one; agents find its actor by the name put in the config."""
+    if not any(getattr(r.agent_cls, "uses_runtime", False) for r in roles.values()):
+        return None
+    spec = plugins.runtime
+    if spec is None:
+        installed = ", ".join(plugins.runtimes_installed) or "none"
+        raise ConfigError(f"this workflow's agents run code in a tool runtime but none is configured; set runtime=NAME (installed: {installed})")
+    from .tool_service import start_runtime
+
+    runtime_cfg = dict(conf.raw.get("runtime") or {})
+    handle = start_runtime(spec, runtime_cfg, f"matrix-runtime-{run_id}")
+    teardown.callback(lambda: setattr(summary, "runtime", handle.stop() or {}))
+    conf.raw = {**conf.raw, "runtime": {**runtime_cfg, "service": handle.name}}
+    return handle
+
+
+def _plan(conf: MatrixConfig, workflow: WorkflowSpec, roles: dict[str, RoleSpec], hosts: int, endpoints: list[Endpoint]) -> RunPlan:
+    run = conf.run
+    return RunPlan(
+        workflow=conf.workflow,
+        orchestrator_cls=workflow.orchestrator,
+        roles=roles,
+        hosts=hosts,
+        offload_threshold_bytes=run.offload_threshold_bytes,
+        max_steps=run.max_steps,
+        task_timeout_s=run.task_timeout_s,
+        llm_endpoints=endpoints,
+        llm_client=conf.llm.client,
+        colocate=run.colocate,
+        checkpoint_every=run.checkpoint_every,
+        batch_max=run.batch_max,
+        outstanding_per_peer=run.outstanding_per_peer,
+        run_config=redact(conf.raw),
+    )
+
+
+def _directory(plan: RunPlan, run_id: str) -> tuple[list[list[tuple[str, int]]], Directory]:
+    placement = plan.placement()
+    replicas: dict[str, list[ReplicaSlot]] = {}
+    for i, on_host in enumerate(placement):
+        for role, replica in on_host:
+            replicas.setdefault(role, []).append(ReplicaSlot(i, replica, plan.roles[role].max_in_flight))
+    hosts = [f"matrix-host-{run_id}-{i}" for i in range(len(placement))]
+    return placement, Directory(sink=f"matrix-sink-{run_id}", hosts=hosts, replicas=replicas)
+
+
+def _start_sink(conf: MatrixConfig, plugins: _Plugins, directory: Directory, teardown: ExitStack):
+    """Starts the sink actor; returns it and what earlier runs wrote to the output (resume)."""
+    owner = {
+        "workflow": conf.workflow,
+        # Not size/limit: growing a dataset and resuming into the same output is normal.
+        "dataset": {"loader": conf.dataset.loader, "path": conf.dataset.path, "id_field": conf.dataset.id_field},
+        "trials": conf.run.trials,
+    }
+    metrics = plugins.workflow.metrics(conf.raw) if plugins.workflow.metrics else None
+    sink = SinkActor.options(name=directory.sink, num_cpus=0, max_concurrency=64).remote(
+        plugins.sink.cls, dict(conf.raw.get("sink") or {}), metrics, conf.resume.retry_failed, owner, conf.run.force
+    )
+    teardown.callback(_kill, sink)
+    return sink, _get(sink.open.remote())
+
+
+def _start_hosts(plan: RunPlan, placement: list, directory: Directory, teardown: ExitStack) -> tuple[list, list[str]]:
+    """Creates the agent hosts and waits until each has set up its agents."""
     from ray.exceptions import RayActorError
 
+    hosts = []
+    for i, on_host in enumerate(placement):
+        resources = _ray_resources(plan.host_resources(on_host))
+        hosts.append(AgentHost.options(name=directory.hosts[i], num_cpus=0, max_concurrency=100_000, **resources)
+                     .remote(i, plan, on_host, directory))
+        teardown.callback(_kill, hosts[-1])
     incarnations = []
     for i, ref in enumerate([h.start.remote() for h in hosts]):  # all start at once
         try:
@@ -482,7 +387,35 @@ def _start_hosts(hosts: list) -> list:
                 f"agent host {i} died and could not be restarted ({type(exc).__name__}) while starting; "
                 "run the same command again: tasks already in the output are kept"
             ) from None
-    return incarnations
+    return hosts, incarnations
+
+
+def _collect(drive: _Drive, summary: RunSummary, startup: float) -> None:
+    """Lets the hosts drain, closes the sink and fills the summary."""
+    hosts, counters, tasks = drive.hosts, drive.counters, drive.tasks
+    drive.progress.close()
+    ray.get([h.drain.remote() for h in hosts])
+    stats = ray.get([h.stats.remote() for h in hosts])
+    closing = ray.get(drive.sink.close.remote())
+    ray.get([h.close.remote() for h in hosts])
+    summary.output = closing["location"] or summary.output
+    summary.metrics = closing["metrics"]
+    summary.rows, summary.duplicate_rows = tasks.rows_read, tasks.duplicate_rows
+    summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
+    summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
+    summary.peak_in_flight = counters.peak_in_flight
+    summary.startup_s = counters.started - startup
+    summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint
+    for s in stats:
+        for role, reps in s["replicas"].items():
+            summary.roles.setdefault(role, []).extend(reps)
+
+
+def _kill(actor) -> None:
+    try:
+        ray.kill(actor)
+    except Exception:  # already gone
+        pass
 
 
 def _get(refs):
@@ -492,9 +425,7 @@ def _get(refs):
     try:
         return ray.get(refs)
     except RayTaskError as exc:
-        if isinstance(exc.cause, MatrixError):
-            raise exc.cause from None
-        raise MatrixError(f"{type(exc.cause).__name__}: {exc.cause}") from None
+        raise remote_error(exc) from None
 
 
 def _ray_resources(resources: Mapping[str, Any]) -> dict[str, Any]:

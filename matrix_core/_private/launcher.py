@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 import httpx
 
 from ..errors import ConfigError, MatrixError
-from ..specs import Endpoint, ServiceHandle
+from ..llm import Endpoint, ServiceHandle
+from .ray_errors import last_line
 
 log = logging.getLogger("matrix.launcher")
 
@@ -223,6 +224,20 @@ def check_resources(spec: ServerSpec, nodes: Sequence[Mapping[str, Any]]) -> Non
         )
 
 
+def _wait_ready(spec: ServerSpec, actors: list, replicas: list[dict[str, Any]], deadline: float) -> None:
+    """Waits until every started server answers; a server that died says why, with its log."""
+    import ray
+
+    what = f"llm.startup_timeout_s={spec.startup_timeout_s:g}"
+    ready = ray.get([a.wait_ready.remote(max(1.0, deadline - time.monotonic()), what) for a in actors])
+    for i, r in enumerate(ready):
+        if "error" in r:
+            raise MatrixError(
+                f"{spec.engine} replica {i} on {replicas[i]['url']}: {r['error']}; "
+                f"last log lines: {r['tail'] or '(none)'} (full log: {replicas[i]['log']} on {replicas[i]['node']})"
+            )
+
+
 def launch(spec: ServerSpec) -> ServiceHandle:
     """Starts ``spec.replicas`` servers and waits until each serves ``spec.model``."""
     import ray
@@ -265,18 +280,10 @@ def launch(spec: ServerSpec) -> ServiceHandle:
                 replicas[i] = ray.get(ref)
                 if "error" in replicas[i]:
                     raise MatrixError(replicas[i]["error"])
-        what = f"llm.startup_timeout_s={spec.startup_timeout_s:g}"
-        ready = ray.get([a.wait_ready.remote(max(1.0, deadline - time.monotonic()), what) for a in actors])
-        for i, r in enumerate(ready):
-            if "error" in r:
-                raise MatrixError(
-                    f"{spec.engine} replica {i} on {replicas[i]['url']}: {r['error']}; "
-                    f"last log lines: {r['tail'] or '(none)'} (full log: {replicas[i]['log']} on {replicas[i]['node']})"
-                )
+        _wait_ready(spec, actors, replicas, deadline)
     except ray.exceptions.RayError as exc:
         stop()
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise MatrixError(f"a {spec.engine} replica's actor failed: {lines[-1] if lines else type(exc).__name__}") from None
+        raise MatrixError(f"a {spec.engine} replica's actor failed: {last_line(exc)}") from None
     except BaseException:
         stop()
         raise

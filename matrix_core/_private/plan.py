@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..specs import Endpoint
+from ..llm import Endpoint
+from ..options import LLMClientOptions
 
 
 @dataclass
@@ -15,6 +16,7 @@ class RoleSpec:
     max_in_flight: int
     options: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    llm: str | None = None  # the LLM resource this role calls (None: the run's llm)
 
 
 @dataclass
@@ -27,7 +29,7 @@ class RunPlan:
     max_steps: int
     task_timeout_s: float | None
     llm_endpoints: list[Endpoint]
-    llm_client: dict[str, Any]
+    llm_client: LLMClientOptions
     colocate: bool = True
     checkpoint_every: int = 0
     batch_max: int = 256

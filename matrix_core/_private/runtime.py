@@ -15,7 +15,6 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import ray
@@ -23,7 +22,9 @@ import ray
 from ..agent import AgentContext
 from ..llm import client_from_config
 from ..protocol import Hop, Orchestrator, Status
+from .messages import Delivery, Directory, LoadReport
 from .plan import RunPlan
+from .routing import Router
 
 log = logging.getLogger("matrix.runtime")
 
@@ -81,24 +82,6 @@ class Outbox:
 
     async def drain(self) -> None:
         await self._idle.wait()
-
-
-@dataclass
-class ReplicaRef:
-    host: int
-    index: int
-    capacity: int
-    load: int = 0
-
-
-def apply_load_report(refs: dict[tuple[str, int, int], ReplicaRef], reply: tuple[int, dict[str, dict[int, int]]]) -> None:
-    """A peer's ``deliver`` reply carries its replicas' loads: refresh our view of them."""
-    host, loads = reply
-    for role, by_index in loads.items():
-        for index, load in by_index.items():
-            ref = refs.get((role, host, index))
-            if ref is not None:
-                ref.load = load
 
 
 class Replica:
@@ -165,13 +148,12 @@ class Replica:
 class AgentHostImpl:
     """Everything an agent host does; wrapped as a Ray actor by :data:`AgentHost`."""
 
-    def __init__(self, index: int, plan: RunPlan, placement: list[tuple[str, int]], names: dict[str, Any], table: dict[str, list[tuple[int, int, int]]]):
+    def __init__(self, index: int, plan: RunPlan, placement: list[tuple[str, int]], directory: Directory):
         self.index = index
         self.plan = plan
         self.placement = placement
-        self.names = names  # {"hosts": [actor names], "sink": actor name}
-        self.table = {role: [ReplicaRef(h, i, cap) for h, i, cap in refs] for role, refs in table.items()}
-        self._ref = {(role, r.host, r.index): r for role, refs in self.table.items() for r in refs}
+        self.directory = directory
+        self.router = Router(directory.replicas, here=index)
         self.replicas: dict[str, list[Replica]] = defaultdict(list)
         self.outboxes: dict[int, Outbox] = {}
         self.sink_box: Outbox | None = None
@@ -190,7 +172,7 @@ class AgentHostImpl:
         return self.incarnation
 
     async def _start(self) -> None:
-        self.sink = ray.get_actor(self.names["sink"])
+        self.sink = ray.get_actor(self.directory.sink)
         if self.plan.llm_endpoints and any(self.plan.roles[r].agent_cls.uses_llm for r, _ in self.placement):
             self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
         for role_name, replica_index in self.placement:
@@ -216,11 +198,11 @@ class AgentHostImpl:
     def loads(self) -> dict[str, dict[int, int]]:
         return {role: {r.index: r.load for r in reps} for role, reps in self.replicas.items()}
 
-    async def deliver(self, batch: list[tuple[str, int, Orchestrator]]) -> tuple[int, dict[str, dict[int, int]]]:
+    async def deliver(self, batch: list[Delivery]) -> LoadReport:
         await self.start()
         for role, replica_index, orch in batch:
             self._local(role, replica_index).put(orch)
-        return self.index, self.loads()
+        return LoadReport(self.index, self.loads())
 
     def _local(self, role: str, replica_index: int) -> Replica:
         for rep in self.replicas[role]:
@@ -269,40 +251,25 @@ class AgentHostImpl:
             self.route(next_role, orch)
 
     def route(self, role: str, orch: Orchestrator) -> None:
-        refs = self.table.get(role)
-        if not refs:
-            orch.fail(f"next role {role!r} has no agent; configured roles: {', '.join(sorted(self.table))}")
+        target = self.router.pick(role, self.replicas.get(role, ()))
+        if target is None:
+            orch.fail(f"next role {role!r} has no agent; configured roles: {self.router.role_names()}")
             self.finish(orch)
-            return
-        local = self.replicas.get(role)
-        if local:
-            best_local = min(local, key=lambda r: r.load)
-            if best_local.load < best_local.max_in_flight or len(local) == len(refs):
-                best_local.put(orch)
-                return
-        if local:
-            for rep in local:
-                self._ref[(role, self.index, rep.index)].load = rep.load
-        target = min(refs, key=lambda r: r.load / r.capacity)
-        if target.host == self.index:
+        elif target.host == self.index:
             self._local(role, target.index).put(orch)
-            return
-        target.load += 1  # until the peer's next reply says otherwise
-        self.send(target.host, role, target.index, orch)
+        else:
+            self.send(target.host, Delivery(role, target.index, orch))
 
-    def send(self, host: int, role: str, replica_index: int, orch: Orchestrator) -> None:
-        orch.offload(self.plan.offload_threshold_bytes)
-        self._outbox(host).add((role, replica_index, orch))
+    def send(self, host: int, delivery: Delivery) -> None:
+        delivery.orch.offload(self.plan.offload_threshold_bytes)
+        self._outbox(host).add(delivery)
 
     def _outbox(self, host: int) -> Outbox:
         box = self.outboxes.get(host)
         if box is None:
-            peer = ray.get_actor(self.names["hosts"][host])
-            box = self.outboxes[host] = self._box(lambda batch: peer.deliver.remote(batch), self._update_loads, self._peer_failed)
+            peer = ray.get_actor(self.directory.hosts[host])
+            box = self.outboxes[host] = self._box(lambda batch: peer.deliver.remote(batch), self.router.update, self._peer_failed)
         return box
-
-    def _update_loads(self, reply: tuple[int, dict[str, dict[int, int]]]) -> None:
-        apply_load_report(self._ref, reply)
 
     def finish(self, orch: Orchestrator) -> None:
         orch.offload(self.plan.offload_threshold_bytes)
@@ -329,7 +296,7 @@ class AgentHostImpl:
         await self.start()
         ids = [tid for reps in self.replicas.values() for rep in reps for tid in rep.task_ids()]
         for box in [*self.outboxes.values(), self.sink_box, ]:
-            ids.extend(item[2].task_id if isinstance(item, tuple) else item.task_id for item in box.items())
+            ids.extend(item.orch.task_id if isinstance(item, Delivery) else item.task_id for item in box.items())
         return self.incarnation, ids
 
     async def stats(self) -> dict[str, Any]:

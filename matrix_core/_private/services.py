@@ -9,8 +9,8 @@ from typing import Any, Mapping
 import httpx
 
 from ..errors import ConfigError, MatrixError
-from ..specs import Endpoint, ServiceHandle
-from ..testing import FAKE_ENDPOINT
+from ..llm import Endpoint, ServiceHandle
+from .fake_llm import FAKE_ENDPOINT
 
 log = logging.getLogger("matrix.services")
 

@@ -20,6 +20,7 @@ import ray
 
 from ..errors import MatrixError
 from ..protocol import Orchestrator, Status
+from .messages import Completion
 
 log = logging.getLogger("matrix.sink")
 
@@ -34,7 +35,7 @@ class SinkActorImpl:
         self.retry_failed = retry_failed
         self.written: dict[str, str] = {}  # durable: flushed to the output
         self.writing: set[str] = set()  # being written now: a second copy is a duplicate too
-        self.pending: list[tuple[str, str, int, int]] = []
+        self.pending: list[Completion] = []
         self.event = asyncio.Event()
         self.duplicates = 0
         self.checkpoints: dict[str, dict[str, Any]] = {}
@@ -117,7 +118,7 @@ class SinkActorImpl:
             if self.metrics is not None:
                 self.metrics.add(record)
             tokens = sum((t.get("usage") or {}).get("prompt_tokens", 0) + (t.get("usage") or {}).get("completion_tokens", 0) for t in record["history"])
-            completions.append((orch.task_id, orch.status.value, orch.steps, tokens))
+            completions.append(Completion(orch.task_id, orch.status.value, orch.steps, tokens))
             self.checkpoints.pop(orch.task_id, None)
         if records:
             try:
@@ -154,7 +155,7 @@ class SinkActorImpl:
         checkpoints = {t: self.checkpoints[t]["state"] for t in task_ids if t in self.checkpoints and t not in written}
         return written, checkpoints
 
-    async def poll(self, timeout_s: float) -> list[tuple[str, str, int, int]]:
+    async def poll(self, timeout_s: float) -> list[Completion]:
         """Completions since the last poll; waits up to ``timeout_s`` for the first one."""
         await self.open()
         if not self.pending:

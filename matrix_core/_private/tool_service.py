@@ -19,6 +19,7 @@ import ray
 from ..errors import ConfigError, MatrixError
 from ..sandbox import ExecResult, ToolRuntime
 from ..specs import ToolRuntimeSpec
+from .ray_errors import remote_error
 
 log = logging.getLogger("matrix.runtime_service")
 
@@ -266,13 +267,5 @@ def start_runtime(spec: ToolRuntimeSpec, cfg: Mapping[str, Any], name: str) -> R
             ray.kill(actor)
         except Exception:
             pass
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, MatrixError):
-            raise type(cause)(str(cause)) from None
-        raise MatrixError(f"tool runtime {spec.name!r} failed to start: {_last_line(cause or exc)}") from None
+        raise remote_error(exc, f"tool runtime {spec.name!r} failed to start: ") from None
     return handle
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__

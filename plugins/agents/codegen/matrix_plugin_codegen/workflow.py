@@ -14,10 +14,11 @@ import re
 import secrets
 from typing import Any, Mapping, Sequence
 
-from matrix_core import Agent, Orchestrator, RunMetrics, task_id_for
+from pydantic import Field
+
+from matrix_core import Agent, AgentOptions, Orchestrator, RunMetrics, SamplingOptions, task_id_for
 
 CODER, EXECUTOR = "coder", "executor"
-SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty", "stop")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
@@ -124,8 +125,10 @@ class Coder(Agent):
 
     uses_llm = True
 
+    class Options(SamplingOptions):
+        system_prompt: str | None = Field(None, description="system message (a worked example helps small models)")
+
     def messages(self, problem: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-        cfg = self.config
         examples = "\n".join(
             f"{call_text(problem['function'], t['args'])} == {json.dumps(t['expected'])}"
             for t in problem["tests"][: problem["visible_tests"]]
@@ -133,7 +136,8 @@ class Coder(Agent):
         task = (f"Write a Python function.\n\n{problem['signature']}\n    \"\"\"{problem['description']}\"\"\"\n"
                 + (f"\nExamples:\n{examples}\n" if examples else "")
                 + "\nReply with the complete function in one ```python code block.")
-        messages = [{"role": "system", "content": cfg["system_prompt"]}] if cfg.get("system_prompt") else []
+        system = self.options.system_prompt
+        messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": task})
         for a in attempts:
             messages.append({"role": "assistant", "content": a["reply"] or ""})
@@ -142,8 +146,7 @@ class Coder(Agent):
 
     async def step(self, orch: Orchestrator) -> None:
         problem = await orch.get_payload()
-        params = {k: self.config[k] for k in SAMPLING if self.config.get(k) is not None}
-        result = await self.llm.chat(self.messages(problem, orch.state["attempts"]), sticky_key=orch.task_id, **params)
+        result = await self.llm.chat(self.messages(problem, orch.state["attempts"]), sticky_key=orch.task_id, **self.options.sampling())
         orch.add_turn(result.to_turn(agent=self.context.role))
         orch.state["pending"] = {"reply": result.content or "", "code": extract_code(result.content, problem["function"])}
 
@@ -152,6 +155,9 @@ class Executor(Agent):
     """Runs the pending code against every test in the task's sandbox and books the attempt."""
 
     uses_runtime = True
+
+    class Options(AgentOptions):
+        timeout_s: float = Field(5.0, gt=0, description="per attempt: all tests together")
 
     async def step(self, orch: Orchestrator) -> None:
         problem = await orch.get_payload()
@@ -168,7 +174,7 @@ class Executor(Agent):
         await box.write_file("solution.py", code)
         await box.write_file("harness.py", HARNESS)
         await box.write_file("inputs.json", json.dumps([t["args"] for t in tests]))
-        run = await box.exec(["python3", "harness.py", marker, problem["function"]], timeout_s=float(self.config.get("timeout_s", 5)))
+        run = await box.exec(["python3", "harness.py", marker, problem["function"]], timeout_s=self.options.timeout_s)
         attempt["run"] = {"exit_code": run.exit_code, "killed": run.killed, "duration_s": round(run.duration_s, 4),
                           "stdout": _tail(run.stdout.split(marker)[0], 2000), "stderr": _tail(run.stderr, 2000)}
         outcome = _outcome(run.stdout, marker)

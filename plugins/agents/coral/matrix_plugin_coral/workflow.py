@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-from matrix_core import Agent, LLMResult, Orchestrator, RunMetrics, Turn, task_id_for
+from pydantic import Field
+
+from matrix_core import Agent, AgentOptions, LLMResult, Orchestrator, RunMetrics, SamplingOptions, Turn, task_id_for
 
 from .answers import LETTERS, extract_answer, normalize, read_answer, same_answer, states_agreement
 
@@ -110,9 +112,6 @@ class CoralOrchestrator(Orchestrator):
         )
 
 
-SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty", "stop")
-
-
 def fill(template: str, fields: Mapping[str, str]) -> str:
     """Substitutes ``{name}`` for known names only: prompts may hold other braces (``\\boxed{}``, JSON)."""
     return re.sub(r"\{(\w+)\}", lambda m: str(fields[m.group(1)]) if m.group(1) in fields else m.group(0), template)
@@ -131,18 +130,28 @@ class Reasoner(Agent):
 
     uses_llm = True
 
+    class Options(SamplingOptions):
+        system_prompt: str | None = Field(None, description="system message; {partner}, {answer_format}")
+        question_prompt: str = Field("{question}{options}\n\nEnd with 'Answer: <{answer_format}>'.",
+                                     description="the question; {question}, {options}, {answer_format}")
+        reply_prompt: str = Field("{partner} says:\n{reply}\n\nDo you agree? End with 'Answer: <{answer_format}>'.",
+                                  description="wraps each partner reply; {reply}, {partner}, {answer_format}")
+        partner: str | None = Field(None, description="the partner's name in prompts (default: the other role)")
+        choice_format: str = Field("option letter", description="{answer_format} for multiple-choice questions")
+        free_format: str = Field("number", description="{answer_format} for free-form questions")
+
     def messages(self, payload: Mapping[str, Any], turns: Sequence[Turn]) -> list[dict[str, str]]:
-        cfg, me = self.config, self.context.role
+        opt, me = self.options, self.context.role
         options = payload.get("options") or []
         fields = {
             "question": payload["question"],
             "options": ("\nOptions:\n" + format_options(options)) if options else "",
-            "answer_format": cfg.get("choice_format", "option letter") if options else cfg.get("free_format", "number"),
-            "partner": cfg.get("partner") or next((s for s in SPEAKERS if s != me), "partner").title(),
+            "answer_format": opt.choice_format if options else opt.free_format,
+            "partner": opt.partner or next((s for s in SPEAKERS if s != me), "partner").title(),
         }
-        messages = [{"role": "system", "content": fill(cfg["system_prompt"], fields)}] if cfg.get("system_prompt") else []
-        messages.append({"role": "user", "content": fill(cfg.get("question_prompt", "{question}{options}\n\nEnd with 'Answer: <{answer_format}>'."), fields)})
-        wrap = cfg.get("reply_prompt", "{partner} says:\n{reply}\n\nDo you agree? End with 'Answer: <{answer_format}>'.")
+        messages = [{"role": "system", "content": fill(opt.system_prompt, fields)}] if opt.system_prompt else []
+        messages.append({"role": "user", "content": fill(opt.question_prompt, fields)})
+        wrap = opt.reply_prompt
         for turn in turns:
             if turn.agent == me:
                 messages.append({"role": "assistant", "content": turn.content or ""})
@@ -155,8 +164,7 @@ class Reasoner(Agent):
         return messages
 
     async def respond(self, orch: Orchestrator, payload: Mapping[str, Any], turns: Sequence[Turn]) -> Turn:
-        params = {k: self.config[k] for k in SAMPLING if self.config.get(k) is not None}
-        result: LLMResult = await self.llm.chat(self.messages(payload, turns), sticky_key=orch.task_id, **params)
+        result: LLMResult = await self.llm.chat(self.messages(payload, turns), sticky_key=orch.task_id, **self.options.sampling())
         turn = result.to_turn(agent=self.context.role)
         turn.content = (result.content or "").strip()
         return turn
@@ -173,13 +181,19 @@ class Extractor(Agent):
 
     uses_llm = True  # in llm mode; harmless otherwise, the speakers need the service anyway
 
+    class Options(AgentOptions):
+        mode: Literal["parser", "llm"] = Field("parser", description="parser: regex; llm: the model answers JSON")
+        prompt: str = Field(
+            "Question: {question}{options}\n\nReply: {reply}\n\nWhat final answer does the reply give? "
+            "Give {hint}, or an empty string if it gives none.",
+            description="llm mode: the request; {question}, {options}, {reply}, {hint}")
+        system_prompt: str = Field("You extract answers. Reply with JSON only.", description="llm mode: system message")
+        max_tokens: int = Field(32, ge=1, description="llm mode: longest reply, in tokens")
+        temperature: float = Field(0.0, ge=0, description="llm mode: sampling temperature")
+
     def __init__(self, context):
         super().__init__(context)
-        self.mode = str(self.config.get("mode", "parser"))
-        if self.mode not in ("parser", "llm"):
-            from matrix_core import ConfigError
-
-            raise ConfigError(f"extractor.mode must be 'parser' or 'llm', got {self.mode!r}")
+        self.mode = self.options.mode
 
     async def step(self, orch: Orchestrator) -> None:
         pending = orch.state["pending"]
@@ -200,19 +214,15 @@ class Extractor(Agent):
     async def ask(self, orch: Orchestrator, payload: Mapping[str, Any], text: str, options: Sequence[str]) -> tuple[str | None, str]:
         hint = "the option letter" if options else "just the final number or short answer"
         prompt = fill(
-            self.config.get(
-                "prompt",
-                "Question: {question}{options}\n\nReply: {reply}\n\nWhat final answer does the reply give? "
-                "Give {hint}, or an empty string if it gives none.",
-            ),
+            self.options.prompt,
             {"question": payload["question"], "options": ("\n" + format_options(options)) if options else "", "reply": text, "hint": hint},
         )
-        messages = [{"role": "system", "content": self.config.get("system_prompt", "You extract answers. Reply with JSON only.")}, {"role": "user", "content": prompt}]
+        messages = [{"role": "system", "content": self.options.system_prompt}, {"role": "user", "content": prompt}]
         result = await self.llm.chat(
             messages,
             json_schema=ANSWER_SCHEMA,
-            max_tokens=int(self.config.get("max_tokens", 32)),
-            temperature=float(self.config.get("temperature", 0.0)),
+            max_tokens=self.options.max_tokens,
+            temperature=self.options.temperature,
             sticky_key=orch.task_id,
         )
         turn = result.to_turn(agent=EXTRACTOR)  # kept for token accounting; speakers never see it

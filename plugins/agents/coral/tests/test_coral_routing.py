@@ -135,7 +135,7 @@ def test_max_turns_below_two_is_rejected():
 
 
 def test_unknown_extractor_mode_is_a_config_error():
-    with pytest.raises(ConfigError, match="'parser' or 'llm'"):
+    with pytest.raises(ConfigError, match="agents.extractor.mode='regex': expected one of 'parser', 'llm'"):
         Extractor(AgentContext(role="extractor", config={"mode": "regex"}))
 
 

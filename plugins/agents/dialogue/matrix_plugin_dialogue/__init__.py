@@ -4,7 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, RunMetrics, WorkflowSpec, hookimpl, task_id_for
+from pydantic import Field
+
+from matrix_core import (
+    Agent, AgentSpec, ConfigDirSpec, Orchestrator, RunMetrics, SamplingOptions, WorkflowSpec, hookimpl, task_id_for,
+)
 
 QUESTIONER, ANSWERER = "questioner", "answerer"
 
@@ -36,9 +40,14 @@ class _Speaker(Agent):
 
     uses_llm = True
 
+    class Options(SamplingOptions):
+        system_prompt: str = Field("", description="the speaker's system message")
+        max_tokens: int = Field(96, ge=1, description="longest reply, in tokens")
+        temperature: float = Field(0.7, ge=0, description="sampling temperature")
+
     def messages(self, topic: str, turns: list) -> list[dict[str, str]]:
         role = self.context.role
-        messages = [{"role": "system", "content": self.config.get("system_prompt", "")}]
+        messages = [{"role": "system", "content": self.options.system_prompt}]
         messages += [{"role": "assistant" if t.agent == role else "user", "content": t.content or ""} for t in turns]
         return messages
 
@@ -46,9 +55,8 @@ class _Speaker(Agent):
         payload = await orch.get_payload()
         result = await self.llm.chat(
             self.messages(payload["topic"], await orch.conversation()),
-            max_tokens=int(self.config.get("max_tokens", 96)),
-            temperature=float(self.config.get("temperature", 0.7)),
             sticky_key=orch.task_id,
+            **self.options.sampling(),
         )
         text = (result.content or "").strip()
         if not text:
@@ -65,11 +73,16 @@ class _Speaker(Agent):
 class Questioner(_Speaker):
     """Opens with a question on the topic; later asks a follow-up to the last answer."""
 
+    class Options(_Speaker.Options):
+        ask_prompt: str = Field("Ask one short question about {topic}.", description="the opening request; {topic}")
+        follow_up_prompt: str = Field("{answer}\n\nAsk one short follow-up question about this.",
+                                      description="wraps the last answer; {answer}, {topic}")
+
     def messages(self, topic: str, turns: list) -> list[dict[str, str]]:
-        ask = self.config.get("ask_prompt", "Ask one short question about {topic}.").format(topic=topic)
+        ask = self.options.ask_prompt.format(topic=topic)
         if not turns:
-            return [{"role": "system", "content": self.config.get("system_prompt", "")}, {"role": "user", "content": ask}]
-        follow = self.config.get("follow_up_prompt", "{answer}\n\nAsk one short follow-up question about this.")
+            return [{"role": "system", "content": self.options.system_prompt}, {"role": "user", "content": ask}]
+        follow = self.options.follow_up_prompt
         messages = super().messages(topic, turns)
         messages.insert(1, {"role": "user", "content": ask})
         messages[-1]["content"] = follow.format(answer=messages[-1]["content"], topic=topic)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-from matrix_core import Agent, ConfigError, LLMResult, Orchestrator, RunMetrics, task_id_for
+from pydantic import Field
+
+from matrix_core import Agent, AgentOptions, ConfigError, LLMResult, Orchestrator, RunMetrics, SamplingOptions, task_id_for
 
 from .heuristics import judge
 
@@ -37,9 +39,6 @@ QUESTION_SCHEMA = {
     "required": ["question", "reference_answer", "reasoning_steps"],
     "additionalProperties": False,
 }
-SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty")
-
-
 def check_config(config: Mapping[str, Any]) -> list[str]:
     """The workflow's own keys; returns the stages. Called once per run (by the metrics) and per row."""
     stages = list(config.get("stages") or STAGES)
@@ -97,8 +96,16 @@ async def passage(orch: Orchestrator, max_chars: int) -> str:
 class Filter(Agent):
     """Language and reasoning-likelihood heuristics: no LLM call."""
 
+    class Options(AgentOptions):
+        min_chars: int = Field(200, ge=0, description="shorter documents are rejected")
+        max_chars: int = Field(20000, ge=1, description="longer documents are rejected")
+        min_ascii_letters: float = Field(0.9, ge=0, le=1, description="English: share of letters that are ASCII")
+        min_stopwords: float = Field(0.15, ge=0, le=1, description="share of words that are English function words")
+        max_code_lines: float = Field(0.4, ge=0, le=1, description="share of lines that look like code")
+        min_reasoning: float = Field(0.45, ge=0, le=1, description="reasoning-likelihood score in [0, 1]")
+
     async def step(self, orch: NROrchestrator) -> None:
-        result = judge((await orch.get_payload())["text"], self.config)
+        result = judge((await orch.get_payload())["text"], self.options.model_dump())
         if result.keep:
             orch.passed(FILTER, filter=result.signals)
         else:
@@ -110,16 +117,19 @@ class _LLMStage(Agent):
     stage = ""
     schema: Mapping[str, Any] = {}
 
+    class Options(SamplingOptions):
+        system_prompt: str = Field(description="system message")
+        prompt: str = Field(description="the request; {passage} is the (cut) document")
+        max_doc_chars: int = Field(1500, ge=1, description="the passage is cut here in prompts")
+        unparseable: Literal["reject", "pass"] = Field("reject", description="what a reply that is not the JSON asked for does")
+
     def __init__(self, context):
         super().__init__(context)
-        self.on_unparseable = str(self.config.get("unparseable", "reject"))
-        if self.on_unparseable not in ("reject", "pass"):
-            raise ConfigError(f"{context.role}.unparseable must be 'reject' or 'pass', got {self.on_unparseable!r}")
+        self.on_unparseable = self.options.unparseable
 
     async def ask(self, orch: NROrchestrator, prompt: str) -> tuple[LLMResult, Any]:
-        messages = [{"role": "system", "content": self.config["system_prompt"]}, {"role": "user", "content": prompt}]
-        params = {k: self.config[k] for k in SAMPLING if self.config.get(k) is not None}
-        result = await self.llm.chat(messages, json_schema=self.schema, sticky_key=orch.task_id, **params)
+        messages = [{"role": "system", "content": self.options.system_prompt}, {"role": "user", "content": prompt}]
+        result = await self.llm.chat(messages, json_schema=self.schema, sticky_key=orch.task_id, **self.options.sampling())
         orch.add_turn(result.to_turn(agent=self.context.role))
         try:
             return result, json.loads(result.content or "")
@@ -139,14 +149,17 @@ class Scorer(_LLMStage):
 
     stage, schema = SCORER, SCORE_SCHEMA
 
+    class Options(_LLMStage.Options):
+        min_score: float = Field(3.0, ge=1, le=5, description="mean rubric score (1-5) a passage needs to go on")
+
     async def step(self, orch: NROrchestrator) -> None:
-        text = await passage(orch, int(self.config.get("max_doc_chars", 1500)))
-        result, reply = await self.ask(orch, self.config["prompt"].replace("{passage}", text))
+        text = await passage(orch, self.options.max_doc_chars)
+        result, reply = await self.ask(orch, self.options.prompt.replace("{passage}", text))
         scores = _scores(reply)
         if scores is None:
             return self.unparseable(orch, result, "scores", scores=None, score=None)
         score = round(sum(scores.values()) / len(scores), 3)
-        threshold = float(self.config.get("min_score", 3.0))
+        threshold = self.options.min_score
         if score >= threshold:
             orch.passed(SCORER, scores=scores, score=score)
         else:
@@ -171,8 +184,8 @@ class Generator(_LLMStage):
     stage, schema = GENERATOR, QUESTION_SCHEMA
 
     async def step(self, orch: NROrchestrator) -> None:
-        text = await passage(orch, int(self.config.get("max_doc_chars", 1500)))
-        result, reply = await self.ask(orch, self.config["prompt"].replace("{passage}", text))
+        text = await passage(orch, self.options.max_doc_chars)
+        result, reply = await self.ask(orch, self.options.prompt.replace("{passage}", text))
         item = _question(reply)
         if item is None:
             return self.unparseable(orch, result, "question", question=None)

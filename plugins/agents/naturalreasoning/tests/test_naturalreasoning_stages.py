@@ -130,8 +130,8 @@ def test_bad_rows_and_bad_config_are_clear():
         task(REASONING, stages=["filter", "summarise"])
     with pytest.raises(ConfigError, match="rejects='some': must be record or count"):
         NRMetrics({"rejects": "some"})  # built by the driver before any task: one error, not one per row
-    with pytest.raises(ConfigError, match="unparseable must be 'reject' or 'pass'"):
-        Scorer(AgentContext(role="scorer", config={"unparseable": "maybe"}))
+    with pytest.raises(ConfigError, match="agents.scorer.unparseable='maybe': expected one of 'reject', 'pass'"):
+        Scorer(AgentContext(role="scorer", config={"system_prompt": "s", "prompt": "p", "unparseable": "maybe"}))
 
 
 def record(passed, rejected_at=None, reason=None, question=None, status="done", usage=(10, 2)):

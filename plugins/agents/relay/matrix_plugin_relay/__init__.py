@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
+from pydantic import Field
+
+from matrix_core import Agent, AgentOptions, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
 
 
 class RelayOrchestrator(Orchestrator):
@@ -35,11 +37,14 @@ class RelayOrchestrator(Orchestrator):
 class Stamp(Agent):
     """Records (role, host pid) and optionally sleeps to stand in for I/O."""
 
+    class Options(AgentOptions):
+        sleep_ms: float = Field(0, ge=0, description="sleep per step, standing in for I/O")
+        fail_every: int | None = Field(None, ge=1, description="fail the tasks whose row key is a multiple of this")
+
     async def step(self, orch: Orchestrator) -> None:
-        sleep_ms = float(self.config.get("sleep_ms", 0) or 0)
-        if sleep_ms:
-            await asyncio.sleep(sleep_ms / 1000)
-        if self.config.get("fail_every") and int(orch.row_key) % int(self.config["fail_every"]) == 0:
+        if self.options.sleep_ms:
+            await asyncio.sleep(self.options.sleep_ms / 1000)
+        if self.options.fail_every and int(orch.row_key) % self.options.fail_every == 0:
             raise RuntimeError(f"injected failure in role {self.context.role}")
         orch.state["visits"].append([self.context.role, os.getpid()])
 

@@ -19,7 +19,9 @@ import math
 from collections import Counter, defaultdict
 from typing import Any, Mapping, Sequence
 
-from matrix_core import Agent, Orchestrator, RunMetrics, ToolCall, Turn, task_id_for
+from pydantic import Field
+
+from matrix_core import Agent, Orchestrator, RunMetrics, SamplingOptions, ToolCall, Turn, task_id_for
 
 from .env import DATA_DIR, get_domain
 from .evaluation import NL_ASSERTION, NL_SCHEMA, evaluate, initial_environment, nl_judge_messages, normalize_messages, parse_nl_judgement
@@ -278,10 +280,11 @@ class Tau2Assistant(Agent):
     """The customer-service agent: the domain policy as system prompt, the domain's tools."""
 
     uses_llm = True
+    Options = SamplingOptions
 
     async def respond(self, orch: Tau2Orchestrator, domain: str, turns: Sequence[Turn]) -> Turn:
         messages = assistant_messages(assistant_system_prompt(domain), turns)
-        result = await self.llm.chat(messages, tools=assistant_tools(domain), sticky_key=orch.task_id, **_sampling(self.config))
+        result = await self.llm.chat(messages, tools=assistant_tools(domain), sticky_key=orch.task_id, **self.options.sampling())
         return result.to_turn(agent=self.context.role)
 
     async def step(self, orch: Tau2Orchestrator) -> None:
@@ -299,17 +302,20 @@ class Tau2User(Agent):
 
     uses_llm = True
 
+    class Options(SamplingOptions):
+        stop_after: int | None = Field(None, ge=0, description="send ###STOP### instead of the (N+1)-th message (simulated LLMs)")
+
     async def respond(self, orch: Tau2Orchestrator, domain: str, task: Mapping[str, Any], turns: Sequence[Turn]) -> Turn:
         messages = user_messages(user_system_prompt(domain, task), turns)
         tools = user_tools(domain) or None
-        result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **_sampling(self.config))
+        result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **self.options.sampling())
         return result.to_turn(agent=self.context.role, role=USER)
 
     async def step(self, orch: Tau2Orchestrator) -> None:
         turns = await orch.conversation()
-        limit = self.config.get("stop_after")
+        limit = self.options.stop_after
         spoken = sum(t.role == USER and not t.meta.get("initial") for t in turns)
-        if limit is not None and spoken >= int(limit):
+        if limit is not None and spoken >= limit:
             turn = Turn(role=USER, agent=self.context.role, content=USER_STOP_TOKENS[0], meta={"scripted_stop": True})
         else:
             turn = await self.respond(orch, orch.state["domain"], (await orch.get_payload())["task"], turns)
@@ -344,9 +350,14 @@ class Tau2Evaluator(Agent):
 
     uses_llm = True
 
+    class Options(SamplingOptions):
+        nl_judge: bool = Field(True, description="judge NL assertions with the run's LLM (false: listed as unevaluated)")
+        temperature: float | None = Field(0.0, ge=0, description="judge sampling temperature")
+        max_tokens: int | None = Field(512, ge=1, description="longest judgement, in tokens")
+
     async def judge(self, orch: Tau2Orchestrator, messages: list[dict[str, Any]], assertions: Sequence[str]) -> list[dict[str, Any]]:
         result = await self.llm.chat(nl_judge_messages(messages, assertions), json_schema=NL_SCHEMA, sticky_key=orch.task_id,
-                                     **{"temperature": 0.0, "max_tokens": 512, **_sampling(self.config)})
+                                     **self.options.sampling())
         orch.state["judge_usage"] = {self.context.role: {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}}
         return parse_nl_judgement(result.content, assertions)
 
@@ -357,7 +368,7 @@ class Tau2Evaluator(Agent):
         criteria = task.get("evaluation_criteria") or {}
         nl_checks = None
         wants_nl = NL_ASSERTION in (criteria.get("reward_basis") or []) and criteria.get("nl_assertions")
-        if wants_nl and reason in ("agent_stop", "user_stop") and self.config.get("nl_judge", True):
+        if wants_nl and reason in ("agent_stop", "user_stop") and self.options.nl_judge:
             nl_checks = await self.judge(orch, messages, criteria["nl_assertions"])
         info = evaluate(orch.state["domain"], task, messages, termination_reason=reason, final_snapshot=orch.state["snapshot"], nl_checks=nl_checks)
         orch.state.update(evaluated=True, reward=info["reward"], reward_info=info)
