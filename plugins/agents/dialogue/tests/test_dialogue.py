@@ -26,7 +26,7 @@ def test_each_speaker_sees_its_own_turns_as_assistant(fake_llm):
 
     asyncio.run(dialogue())
     assert [t.agent for t in orch.history] == ["questioner", "answerer"]
-    assert orch.state["answers"] == 1 and all(t.usage.completion_tokens > 0 for t in orch.history)
+    assert orch.state.answers == 1 and all(t.usage.completion_tokens > 0 for t in orch.history)
     # The fake echoes the last user message: the answerer's last user turn was the question.
     assert orch.history[0].content in orch.history[1].content
 

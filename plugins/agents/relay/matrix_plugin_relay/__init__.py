@@ -10,22 +10,16 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
+from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl
 
 
 class RelayOrchestrator(Orchestrator):
     record_hops = False  # keep messages small: this workflow measures the runtime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
+    def map_row(cls, row: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         roles = list(config["agents"])
-        return cls(
-            task_id=task_id_for(row_key, trial),
-            row_key=row_key,
-            trial=trial,
-            payload=dict(row),
-            state={"route": roles * int(config.get("laps", 1)), "visits": []},
-        )
+        return {"payload": dict(row), "state": {"route": roles * int(config.get("laps", 1)), "visits": []}}
 
     def next_role(self) -> str | None:
         route, visits = self.state["route"], self.state["visits"]
