@@ -88,14 +88,18 @@ def test_malformed_rows_are_reported_and_the_run_goes_on(matrix_ray, tmp_path, c
 
 
 def test_large_history_travels_through_object_store(matrix_ray, tmp_path):
+    # Every role in its own actor: each hop leaves the process, so history over 150 bytes
+    # must move to the object store and come back whole when the record is written.
     summary, records = run(
-        tmp_path, "dialogue", "llm=fake", "dataset.limit=6", "rounds=3",
-        "run.colocate=false", "run.hosts=1", "run.offload_threshold_bytes=150",
+        tmp_path, "relay", "dataset.size=6", "laps=2", "run.colocate=false", "run.offload_threshold_bytes=150",
+        *(f"agents.{r}.turn_bytes=100" for r in "abc"),
     )
     assert summary.done == 6
+    roles = ["a", "b", "c"] * 2
     for r in records:
-        assert len(r["history"]) == 6 and all(t["content"] for t in r["history"])
-        assert [t["agent"] for t in r["history"]] == ["questioner", "answerer"] * 3
+        assert [t["content"][:3] for t in r["history"]] == [f"{role}{i}:" for i, role in enumerate(roles, 1)]
+        # Hop k sees the k turns added before it; past 150 bytes they travel as segments.
+        assert r["state"]["segments_seen"][0] == 0 and max(r["state"]["segments_seen"]) >= 2
 
 
 def test_existing_output_is_skipped_on_rerun(matrix_ray, tmp_path):

@@ -27,7 +27,8 @@ class RelayOrchestrator(Orchestrator):
 
 
 class Stamp(Agent):
-    """Records (role, host pid) and optionally sleeps to stand in for I/O."""
+    """Records (role, host pid); optionally sleeps to stand in for I/O and adds a turn of
+    ``turn_bytes`` to grow the history."""
 
     async def step(self, orch: Orchestrator) -> None:
         sleep_ms = float(self.config.get("sleep_ms", 0) or 0)
@@ -36,6 +37,11 @@ class Stamp(Agent):
         if self.config.get("fail_every") and int(orch.row_key) % int(self.config["fail_every"]) == 0:
             raise RuntimeError(f"injected failure in role {self.context.role}")
         orch.state["visits"].append([self.context.role, os.getpid()])
+        turn_bytes = int(self.config.get("turn_bytes", 0) or 0)
+        if turn_bytes:  # a growing conversation: offloading moves it between hops
+            orch.state.setdefault("segments_seen", []).append(len(orch.history_segments))
+            label = f"{self.context.role}{len(orch.state['visits'])}:"
+            orch.add_turn(role="assistant", agent=self.context.role, content=label.ljust(turn_bytes, "x"))
 
 
 @hookimpl
