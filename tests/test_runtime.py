@@ -1,6 +1,8 @@
 """The peer-to-peer runtime on a real local Ray: routing, backpressure, failures, limits."""
 import json
 
+import pytest
+
 import matrix_core
 from matrix_core.testing import assert_exactly_once, read_records
 
@@ -189,3 +191,19 @@ def test_an_output_of_another_workflow_is_refused_unless_forced(matrix_ray, tmp_
         run(tmp_path, "dialogue", "llm=fake", "dataset.limit=2")
     summary, records = run(tmp_path, "dialogue", "llm=fake", "dataset.limit=2", "run.force=true")
     assert summary.done == 2 and len(records) == 7
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path):
+    import asyncio
+
+    from matrix_core import MatrixError
+    from matrix_core._private.sink_actor import SinkActorImpl
+    from matrix_plugin_jsonl import JsonlSink
+
+    config = {"path": str(tmp_path / "out.jsonl")}
+    first = SinkActorImpl(JsonlSink, config)
+    asyncio.run(first.open())
+    with pytest.raises(MatrixError, match="is being written by another run"):
+        asyncio.run(SinkActorImpl(JsonlSink, config).open())
+    asyncio.run(first.close())
+    asyncio.run(SinkActorImpl(JsonlSink, config).open())  # free again once the first is done
