@@ -7,6 +7,7 @@ blocked (``set_blocked``), and implementations run in pluggy's call order (``try
 stderr. A plugin that fails to load, targets another core version, or raises in a hook is
 reported and skipped; the others keep working.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -69,7 +70,9 @@ def incompatible_core(dist: Any, core: str | None) -> str | None:
         if req.name.lower().replace("_", "-") != CORE_DISTRIBUTION or req.marker is not None:
             continue
         if req.specifier and not req.specifier.contains(core, prereleases=True):
-            return f"{dist.metadata['Name']} {dist.version} needs {CORE_DISTRIBUTION}{req.specifier}, installed is {core}"
+            return (
+                f"{dist.metadata['Name']} {dist.version} needs {CORE_DISTRIBUTION}{req.specifier}, installed is {core}"
+            )
     return None
 
 
@@ -213,14 +216,21 @@ class PluginHost:
         except Exception as exc:
             raise _PluginFailed(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}") from exc
         if self._trace:
-            print(json.dumps({
-                "hook": hook_name, "plugin": impl.plugin_name, "package": self._packages.get(impl.plugin_name),
-                "registered": [getattr(s, "name", repr(s)) for s in specs],
-                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-            }), file=sys.stderr)
+            print(
+                json.dumps(
+                    {
+                        "hook": hook_name,
+                        "plugin": impl.plugin_name,
+                        "package": self._packages.get(impl.plugin_name),
+                        "registered": [getattr(s, "name", repr(s)) for s in specs],
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    }
+                ),
+                file=sys.stderr,
+            )
         return specs
 
-    def _add(self, into: dict[str, Registered], kind: str, spec_type: type, spec: Any, plugin: str) -> None:
+    def _add(self, into: dict[str, Registered], kind: str, spec_type: Any, spec: Any, plugin: str) -> None:
         if not isinstance(spec, spec_type):
             raise ConfigError(
                 f"plugin {plugin!r} registered {type(spec).__name__} "
@@ -239,9 +249,7 @@ class PluginHost:
         entries = self.registry(kind)
         if name not in entries:
             label = kind.replace("_", " ")
-            raise ConfigError(
-                f"unknown {label} {name!r}; installed: {', '.join(sorted(entries)) or 'none'}"
-            )
+            raise ConfigError(f"unknown {label} {name!r}; installed: {', '.join(sorted(entries)) or 'none'}")
         return entries[name].spec
 
     def describe(self) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 Only the core is needed: installed plugins are real distributions written to a temporary
 directory on ``sys.path`` (``installed``), found through importlib.metadata like any other.
 """
+
 import inspect
 import json
 import sys
@@ -68,7 +69,7 @@ def installed(tmp_path, monkeypatch):
         (tmp_path / f"{module}.py").write_text(textwrap.dedent(body.replace("{name}", name)))
         info = tmp_path / f"{module}-{version}.dist-info"
         info.mkdir()
-        meta = [f"Metadata-Version: 2.1", f"Name: matrix-plugin-{name}", f"Version: {version}"]
+        meta = ["Metadata-Version: 2.1", f"Name: matrix-plugin-{name}", f"Version: {version}"]
         (info / "METADATA").write_text("\n".join([*meta, *(f"Requires-Dist: {r}" for r in requires)]) + "\n")
         (info / "entry_points.txt").write_text(f"[matrix]\n{name} = {module}\n")
         return name
@@ -90,7 +91,8 @@ def test_duplicate_names_are_an_error_naming_both_packages(installed):
     plugin_host = PluginHost().ensure_loaded()
     plugin_host.register(
         fake_plugin(register_workflows=lambda register: register(WorkflowSpec("alpha", RelayOrchestrator))),
-        name="copycat", package="matrix-plugin-copycat",
+        name="copycat",
+        package="matrix-plugin-copycat",
     )
     with pytest.raises(ConfigError) as err:
         plugin_host.registry("workflow")
@@ -102,7 +104,8 @@ def test_duplicate_names_are_an_error_naming_both_packages(installed):
 def test_wrong_spec_type_is_rejected(plugin_host):
     plugin_host.register(
         fake_plugin(register_sinks=lambda register: register(AgentSpec("x", Stamp))),
-        name="confused", package="matrix-plugin-confused",
+        name="confused",
+        package="matrix-plugin-confused",
     )
     with pytest.raises(ConfigError, match="expected SinkSpec"):
         plugin_host.registry("sink")
@@ -111,7 +114,8 @@ def test_wrong_spec_type_is_rejected(plugin_host):
 def test_unregistering_a_test_plugin_restores_the_registry(plugin_host):
     plugin_host.register(
         fake_plugin(register_agents=lambda register: register(AgentSpec("extra.stamp", Stamp))),
-        name="extra", package="matrix-plugin-extra",
+        name="extra",
+        package="matrix-plugin-extra",
     )
     assert "extra.stamp" in plugin_host.registry("agent")
     plugin_host.unregister("extra")
@@ -152,9 +156,14 @@ def test_a_plugin_that_fails_to_import_is_skipped_and_reported(installed):
 
 
 def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(installed, plugin_host):
-    with pytest.raises(ConfigError, match=r"plugin 'typo' \(matrix-plugin-typo\): unknown hook 'register_agent' "
-                                          r"\(did you mean 'register_agents'\?\)"):
-        plugin_host.register(fake_plugin(register_agent=lambda register: None), name="typo", package="matrix-plugin-typo")
+    with pytest.raises(
+        ConfigError,
+        match=r"plugin 'typo' \(matrix-plugin-typo\): unknown hook 'register_agent' "
+        r"\(did you mean 'register_agents'\?\)",
+    ):
+        plugin_host.register(
+            fake_plugin(register_agent=lambda register: None), name="typo", package="matrix-plugin-typo"
+        )
     assert "typo" not in plugin_host.plugin_names()
     # Installed, it is skipped with the same line and the others still load.
     installed("alpha")
@@ -165,8 +174,11 @@ def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(installed,
 
 def test_a_hook_that_raises_skips_its_plugin_not_the_others(installed):
     installed("alpha")
-    installed("flaky", body="from matrix_core import hookimpl\n@hookimpl\ndef register_sinks(register):\n"
-                            "    raise RuntimeError('boom')\n")
+    installed(
+        "flaky",
+        body="from matrix_core import hookimpl\n@hookimpl\ndef register_sinks(register):\n"
+        "    raise RuntimeError('boom')\n",
+    )
     host = PluginHost().ensure_loaded()
     assert "alpha" in host.registry("workflow") and "jsonl" in host.registry("dataset_loader")
     assert host.broken["flaky"] == "register_sinks raised RuntimeError: boom"
@@ -242,6 +254,7 @@ def test_every_hook_is_called_by_the_host(plugin_host, kind):
         sample[field] = object
     plugin_host.register(
         fake_plugin(**{f"register_{kind}s": lambda register: (seen.append(1), register(spec_type(**sample)))}),
-        name="probe", package="matrix-plugin-probe",
+        name="probe",
+        package="matrix-plugin-probe",
     )
     assert plugin_host.registry(kind)[f"probe-{kind}"].package == "matrix-plugin-probe" and seen == [1]

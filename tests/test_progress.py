@@ -1,4 +1,5 @@
 """The progress display: a rich bar on a terminal, plain lines when stderr is a file or pipe."""
+
 from matrix_core._private.progress import Counters, Progress
 
 

@@ -1,4 +1,5 @@
 """Progress on stderr: a live rich bar on a terminal, a plain line every few seconds otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -82,8 +83,13 @@ def _start_bar() -> Any:
 
     # Refreshed by update() only: no extra thread, and the driver decides how often.
     bar = RichProgress(
-        TextColumn("tasks"), BarColumn(bar_width=24), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-        console=Console(stderr=True, force_terminal=True), auto_refresh=False,
+        TextColumn("tasks"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True, force_terminal=True),
+        auto_refresh=False,
     )
     bar.add_task("tasks", total=None, detail="")
     bar.start()

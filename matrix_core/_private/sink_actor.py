@@ -39,7 +39,7 @@ class SinkActorImpl:
         self.duplicates = 0
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self._opened: dict[str, str] | None = None
-        self._lock = None
+        self._lock: FileLock | None = None
         self._ckpt_file = None
         self.incarnation = uuid.uuid4().hex
 

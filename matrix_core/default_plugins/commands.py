@@ -1,4 +1,5 @@
 """The core sub-commands: run, plugins, new, services."""
+
 from __future__ import annotations
 
 from ..hookspecs import hookimpl

@@ -1,4 +1,5 @@
 """The base run config (``matrix_base``) and the core's config groups (``llm/``, ``runtime/``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

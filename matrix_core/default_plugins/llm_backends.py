@@ -1,4 +1,5 @@
 """LLM backends that need no extra package: the in-process fake, URLs, shared services."""
+
 from __future__ import annotations
 
 from .._private import services
@@ -10,4 +11,6 @@ from ..specs import LLMBackendSpec
 def register_llm_backends(register):
     register(LLMBackendSpec("fake", services.start_fake, "in-process echo LLM for tests and dry runs"))
     register(LLMBackendSpec("endpoint", services.start_endpoint, "attach to running OpenAI-compatible servers by URL"))
-    register(LLMBackendSpec("service", services.start_service, "attach to a service from `matrix services start` (llm.name)"))
+    register(
+        LLMBackendSpec("service", services.start_service, "attach to a service from `matrix services start` (llm.name)")
+    )

@@ -1,4 +1,5 @@
 """Dataset loaders: jsonl, csv and a synthetic range."""
+
 from __future__ import annotations
 
 from .._private import datasets
