@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from typing import Any
 
 from ._common import cluster_cpu_s, fmt, spread

@@ -18,14 +18,13 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
-from ._common import SimLLM, fmt, save, spread, table
+from ._common import SimLLM, fmt, spread
 from .workload import messages_for, task_plan
 
 SYSTEMS = ("matrix", "ray_data", "asyncio", "threads")

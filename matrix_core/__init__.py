@@ -17,7 +17,7 @@ from .options import (
 )
 from .plugins import PluginHost, get_plugin_host
 from .sandbox import ExecResult, RuntimeClient, Sandbox, ToolRuntime
-from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
+from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, TaskState, ToolCall, Turn, Usage, task_id_for
 from .sink import Sink
 from .specs import (
     AgentSpec,
@@ -37,7 +37,7 @@ __all__ = [
     "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
     "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
-    "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",
+    "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "TaskState", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",
     "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",
     "to_openai_messages",
 ]

@@ -163,7 +163,7 @@ def plugins_command(as_json: bool) -> None:
     for entry in entries:
         click.echo(f"{entry['name']}  ({entry['package']})")
         if "error" in entry:
-            click.echo(f"    failed to load: {entry['error']}")
+            click.echo(f"    skipped: {entry['error']}")
         for kind, names in sorted(entry["registers"].items()):
             click.echo(f"    {kind}: {', '.join(sorted(names))}")
 

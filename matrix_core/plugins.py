@@ -1,17 +1,31 @@
-"""The plugin host: loads entry points of group ``matrix`` once, collects typed specs."""
+"""The plugin host: loads entry points of group ``matrix`` once, collects typed specs.
+
+pluggy does the bookkeeping: hooks are validated against :mod:`matrix_core.hookspecs`
+(``check_pending``: a misspelled hook is an error naming the plugin), disabled plugins are
+blocked (``set_blocked``), and implementations run in pluggy's call order (``tryfirst`` /
+``trylast`` honoured). ``MATRIX_TRACE_PLUGINS=1`` prints one JSON line per hook call to
+stderr. A plugin that fails to load, targets another core version, or raises in a hook is
+reported and skipped; the others keep working.
+"""
+
 from __future__ import annotations
 
+import difflib
 import importlib
+import json
 import logging
 import os
+import sys
+import time
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from types import ModuleType
 from typing import Any, Iterable
 
 import pluggy
 
 from . import hookspecs
+from .default_plugins import DEFAULT_PLUGINS
 from .errors import ConfigError
 from .specs import SPEC_KINDS
 
@@ -19,8 +33,7 @@ log = logging.getLogger("matrix.plugins")
 
 ENTRY_POINT_GROUP = "matrix"
 CORE_DISTRIBUTION = "matrix-core"
-# Built-ins register through the same hooks as third-party plugins.
-DEFAULT_PLUGINS = (("core", "matrix_core._private.builtins"),)
+TRACE_ENV = "MATRIX_TRACE_PLUGINS"
 
 
 @dataclass(frozen=True)
@@ -30,19 +43,55 @@ class Registered:
     package: str
 
 
+class _PluginFailed(Exception):
+    def __init__(self, plugin: str, why: str):
+        super().__init__(why)
+        self.plugin, self.why = plugin, why
+
+
+def core_version() -> str | None:
+    try:
+        return version(CORE_DISTRIBUTION)
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return None
+
+
+def incompatible_core(dist: Any, core: str | None) -> str | None:
+    """Why ``dist`` cannot run on core version ``core`` (its ``matrix-core`` range), or None."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if dist is None or core is None:
+        return None
+    for line in dist.requires or ():
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.name.lower().replace("_", "-") != CORE_DISTRIBUTION or req.marker is not None:
+            continue
+        if req.specifier and not req.specifier.contains(core, prereleases=True):
+            return (
+                f"{dist.metadata['Name']} {dist.version} needs {CORE_DISTRIBUTION}{req.specifier}, installed is {core}"
+            )
+    return None
+
+
 class PluginHost:
     """Owns a pluggy manager and the specs its plugins registered.
 
     ``load``/``block`` select plugins by entry-point name (``MATRIX_LOAD_PLUGINS=a,b`` and
-    ``-p no:NAME`` / ``MATRIX_DISABLE_PLUGINS``). Built-in defaults cannot be deselected
-    except by ``block``.
+    ``-p no:NAME`` / ``MATRIX_DISABLE_PLUGINS``). The built-in defaults (``core.*``) are
+    always loaded unless blocked by name.
     """
 
-    def __init__(self, load: Iterable[str] | None = None, block: Iterable[str] = ()):
+    def __init__(self, load: Iterable[str] | None = None, block: Iterable[str] = (), trace: bool | None = None):
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self._load = None if load is None else {n for n in load if n}
-        self._block = {n for n in block if n}
+        for name in block:
+            if name:
+                self.pm.set_blocked(name)
+        self._trace = bool(os.environ.get(TRACE_ENV)) if trace is None else trace
         self._packages: dict[str, str] = {}
         self._broken: dict[str, str] = {}
         self._registry: dict[str, dict[str, Registered]] | None = None
@@ -58,24 +107,47 @@ class PluginHost:
         )
 
     def register(self, plugin: ModuleType | object, name: str, package: str) -> None:
-        """Register a plugin object (module or instance); resets the collected specs."""
-        if name in self._block:
+        """Register a plugin object (module or instance); resets the collected specs.
+
+        A hook that no hookspec declares (``register_agent`` for ``register_agents``) or
+        with arguments its spec lacks is a :class:`ConfigError` naming the plugin and hook.
+        """
+        if self.pm.is_blocked(name):
             return
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
+            raise ConfigError(f"plugin {name!r} ({package}): {self._explain(exc)}") from None
         self._packages[name] = package
         self._registry = None
+
+    @staticmethod
+    def _explain(exc: pluggy.PluginValidationError) -> str:
+        message = str(exc)
+        if message.startswith("unknown hook "):
+            hook = message.split("'")[1]
+            close = difflib.get_close_matches(hook, [n for n in dir(hookspecs) if n.startswith("register_")], 1)
+            return f"unknown hook {hook!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        return message.split("\n")[0]
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
         self._packages.pop(name, None)
         self._registry = None
 
+    def is_blocked(self, name: str) -> bool:
+        return self.pm.is_blocked(name)
+
     def ensure_loaded(self) -> "PluginHost":
         if self._loaded:
             return self
         self._loaded = True
-        for name, module_name in DEFAULT_PLUGINS:
-            self.register(importlib.import_module(module_name), name, CORE_DISTRIBUTION)
+        for module in DEFAULT_PLUGINS:
+            plugin = importlib.import_module(f"{__package__}.default_plugins.{module}")
+            self.register(plugin, f"core.{module}", CORE_DISTRIBUTION)
         found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
         if self._load is not None:
             unknown = sorted(self._load - set(found))
@@ -84,17 +156,26 @@ class PluginHost:
                     f"MATRIX_LOAD_PLUGINS names unknown plugin(s) {', '.join(unknown)}; "
                     f"installed: {', '.join(sorted(found)) or 'none'}"
                 )
+        core = core_version()
         for name, ep in sorted(found.items()):
-            if (self._load is not None and name not in self._load) or name in self._block:
+            if (self._load is not None and name not in self._load) or self.pm.is_blocked(name):
                 continue
-            try:
-                module = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
-                self._broken[name] = f"{type(exc).__name__}: {exc}"
-                log.warning("plugin %r (%s) failed to load and is skipped: %s", name, ep.value, exc)
-                continue
-            self.register(module, name, ep.dist.name if ep.dist else name)
+            package = ep.dist.name if ep.dist else name
+            why = incompatible_core(ep.dist, core)
+            if why is None:
+                try:
+                    self.register(ep.load(), name, package)
+                except ConfigError as exc:
+                    why = str(exc)
+                except Exception as exc:  # a broken plugin must not take the others down
+                    why = f"{type(exc).__name__}: {exc}"
+            if why is not None:
+                self._skip(name, why)
         return self
+
+    def _skip(self, name: str, why: str) -> None:
+        self._broken[name] = why
+        log.warning("plugin %r is skipped: %s", name, why)
 
     @property
     def broken(self) -> dict[str, str]:
@@ -106,48 +187,76 @@ class PluginHost:
 
     def registry(self, kind: str) -> dict[str, Registered]:
         self.ensure_loaded()
-        if self._registry is None:
-            self._registry = self._collect()
+        while self._registry is None:
+            try:
+                self._registry = self._collect()
+            except _PluginFailed as failed:  # drop the plugin, collect again without it
+                self.unregister(failed.plugin)
+                self._skip(failed.plugin, failed.why)
         return self._registry[kind]
 
     def _collect(self) -> dict[str, dict[str, Registered]]:
         collected: dict[str, dict[str, Registered]] = {kind: {} for kind in SPEC_KINDS}
         for kind, spec_type in SPEC_KINDS.items():
-            hook = getattr(self.pm.hook, f"register_{kind}s")
-            for impl in hook.get_hookimpls():
-                plugin = impl.plugin_name
-
-                def register(spec: Any, _plugin: str = plugin, _kind: str = kind) -> None:
-                    if not isinstance(spec, spec_type):
-                        raise ConfigError(
-                            f"plugin {_plugin!r} registered {type(spec).__name__} "
-                            f"from register_{_kind}s; expected {spec_type.__name__}"
-                        )
-                    previous = collected[_kind].get(spec.name)
-                    if previous is not None:
-                        raise ConfigError(
-                            f"{_kind} {spec.name!r} is registered twice: by "
-                            f"{previous.package} (plugin {previous.plugin!r}) and by "
-                            f"{self._packages[_plugin]} (plugin {_plugin!r})"
-                        )
-                    collected[_kind][spec.name] = Registered(spec, _plugin, self._packages[_plugin])
-
-                # Call each implementation alone so duplicates can name the plugin.
-                impl.function(**{a: register for a in impl.argnames})
+            hook_name = f"register_{kind}s"
+            # pluggy calls implementations last-registered first, tryfirst/trylast aside:
+            # get_hookimpls() lists them in the reverse of that order.
+            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+                specs = self._call(impl, hook_name)
+                for spec in specs:
+                    self._add(collected[kind], kind, spec_type, spec, impl.plugin_name)
         return collected
+
+    def _call(self, impl: Any, hook_name: str) -> list[Any]:
+        """One implementation alone, so each spec is attributed to the plugin that made it."""
+        specs: list[Any] = []
+        start = time.perf_counter()
+        try:
+            impl.function(**{a: specs.append for a in impl.argnames})
+        except Exception as exc:
+            raise _PluginFailed(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}") from exc
+        if self._trace:
+            print(
+                json.dumps(
+                    {
+                        "hook": hook_name,
+                        "plugin": impl.plugin_name,
+                        "package": self._packages.get(impl.plugin_name),
+                        "registered": [getattr(s, "name", repr(s)) for s in specs],
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    }
+                ),
+                file=sys.stderr,
+            )
+        return specs
+
+    def _add(self, into: dict[str, Registered], kind: str, spec_type: Any, spec: Any, plugin: str) -> None:
+        if not isinstance(spec, spec_type):
+            raise ConfigError(
+                f"plugin {plugin!r} registered {type(spec).__name__} "
+                f"from register_{kind}s; expected {spec_type.__name__}"
+            )
+        previous = into.get(spec.name)
+        if previous is not None:
+            raise ConfigError(
+                f"{kind} {spec.name!r} is registered twice: by "
+                f"{previous.package} (plugin {previous.plugin!r}) and by "
+                f"{self._packages[plugin]} (plugin {plugin!r})"
+            )
+        into[spec.name] = Registered(spec, plugin, self._packages[plugin])
 
     def get(self, kind: str, name: str) -> Any:
         entries = self.registry(kind)
         if name not in entries:
             label = kind.replace("_", " ")
-            raise ConfigError(
-                f"unknown {label} {name!r}; installed: {', '.join(sorted(entries)) or 'none'}"
-            )
+            raise ConfigError(f"unknown {label} {name!r}; installed: {', '.join(sorted(entries)) or 'none'}")
         return entries[name].spec
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per plugin: its package and what it registered, for ``matrix plugins``."""
         self.ensure_loaded()
+        for kind in SPEC_KINDS:  # first: collecting may skip a plugin whose hook raises
+            self.registry(kind)
         out: dict[str, dict[str, Any]] = {
             name: {"name": name, "package": pkg, "registers": {}} for name, pkg in self._packages.items()
         }

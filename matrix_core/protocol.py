@@ -89,6 +89,20 @@ class ErrorInfo(_Part):
     step: int = 0
 
 
+class TaskState(_Part):
+    """Base for a workflow's typed task state, instead of the free ``state`` dict::
+
+        class State(TaskState):
+            rounds: int = 2
+            answers: int = 0
+
+        class Flow(Orchestrator):
+            state: State = Field(default_factory=State)
+
+    It pickles as cheaply as the other parts of the message; records hold it as a dict.
+    """
+
+
 class Offloaded(BaseModel):
     """A value moved to Ray's object store; ``ref`` is a ``ray.ObjectRef``."""
 
@@ -103,7 +117,8 @@ def task_id_for(row_key: str, trial: int) -> str:
 
 
 class Orchestrator(BaseModel):
-    """Base orchestrator. Subclasses add typed fields to ``state`` or as fields."""
+    """Base orchestrator. A workflow implements :meth:`next_role` and :meth:`map_row`; it
+    keeps per-task data in ``state`` (a dict, or a :class:`TaskState` model it declares)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -130,8 +145,15 @@ class Orchestrator(BaseModel):
     # --- workflow hooks -------------------------------------------------------------
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
-        """Build the task for one dataset row. Override to shape ``payload``/``state``."""
-        return cls(task_id=task_id_for(row_key, trial), row_key=row_key, trial=trial, payload=dict(row))
+        """Build the task for one dataset row: ids from the driver, the rest from :meth:`map_row`."""
+        return cls(task_id=task_id_for(row_key, trial), row_key=row_key, trial=trial, **cls.map_row(row, config))
+
+    @classmethod
+    def map_row(cls, row: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The task's own fields for one row (``payload``, ``state``, ...); the row as payload
+        by default. Raise ``ValueError`` for a row the workflow cannot use: it is recorded
+        as a failed task and the run goes on."""
+        return {"payload": dict(row)}
 
     def next_role(self) -> str | None:
         """The role that acts next, or ``None`` when the task is finished."""

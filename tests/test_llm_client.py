@@ -150,16 +150,26 @@ def test_concurrency_limit_per_endpoint(server_factory):
 
 
 def test_sticky_key_pins_a_task_to_one_endpoint(server_factory):
-    a, b = server_factory(), server_factory()
+    # Concurrent calls: least-loaded balancing alone would spread each key's calls over both.
+    a, b = server_factory(delay_s=0.05), server_factory(delay_s=0.05)
     client = LLMClient([a.endpoint, b.endpoint])
+    keys = [f"task-{i}" for i in range(8)]
+
+    async def call(key):
+        result = await client.chat([{"role": "user", "content": "x"}], sticky_key=key)
+        return key, result.endpoint
 
     async def many():
         try:
-            return [await client.chat([{"role": "user", "content": "x"}], sticky_key="task-7") for _ in range(6)]
+            return await asyncio.gather(*(call(key) for key in keys for _ in range(4)))
         finally:
             await client.aclose()
 
-    assert len({r.endpoint for r in asyncio.run(many())}) == 1
+    used: dict[str, set] = {}
+    for key, endpoint in asyncio.run(many()):
+        used.setdefault(key, set()).add(endpoint)
+    assert all(len(endpoints) == 1 for endpoints in used.values()), used
+    assert set().union(*used.values()) == {a.endpoint.base_url, b.endpoint.base_url}  # keys spread over both
 
 
 def test_tools_schema_and_tool_call_parsing(server_factory):

@@ -3,12 +3,54 @@ import pickle
 
 import pytest
 
-from matrix_core import Hop, Offloaded, Orchestrator, Status, Turn, task_id_for
-from matrix_plugin_dialogue import DialogueOrchestrator
+from pydantic import Field, ValidationError
+
+from matrix_core import Hop, Offloaded, Orchestrator, Status, TaskState, Turn, task_id_for
+
+
+class DialogueState(TaskState):
+    rounds: int = Field(2, ge=1)
+    answers: int = 0
+
+
+class DialogueOrchestrator(Orchestrator):
+    """Two roles alternate until ``rounds`` answers: a workflow with typed state."""
+
+    state: DialogueState = Field(default_factory=DialogueState)
+
+    @classmethod
+    def map_row(cls, row, config):
+        return {"payload": {"topic": row["topic"]}, "state": {"rounds": config["rounds"]}}
+
+    def next_role(self):
+        if self.state.answers >= self.state.rounds:
+            return None
+        return "answerer" if self.history and self.history[-1].agent == "questioner" else "questioner"
 
 
 def make(**kw):
     return DialogueOrchestrator.from_row({"topic": "tides"}, row_key="tides", trial=1, config={"rounds": 2, **kw})
+
+
+def test_from_row_fills_ids_and_the_workflow_maps_only_its_row():
+    orch = make(rounds=3)
+    assert (orch.task_id, orch.row_key, orch.trial) == ("tides#1", "tides", 1)
+    assert orch.payload == {"topic": "tides"} and orch.state == DialogueState(rounds=3)
+    with pytest.raises(ValidationError, match="rounds"):
+        make(rounds=0)
+
+
+def test_the_default_maps_the_row_to_the_payload_and_state_stays_a_dict():
+    orch = Orchestrator.from_row({"a": 1}, row_key="r", trial=0, config={})
+    assert orch.payload == {"a": 1} and orch.state == {} and orch.task_id == "r#0"
+
+
+def test_typed_state_round_trips_and_is_a_dict_in_records():
+    orch = make()
+    orch.state.answers = 1
+    clone = pickle.loads(pickle.dumps(orch))
+    assert type(clone.state) is DialogueState and clone.state.answers == 1
+    assert asyncio.run(orch.to_record())["state"] == {"rounds": 2, "answers": 1}
 
 
 def test_task_id_is_stable_per_row_and_trial():
@@ -42,7 +84,7 @@ def test_routing_alternates_and_ends_after_rounds():
         order.append(role)
         orch.add_turn(role="assistant", content="...", agent=role)
         if role == "answerer":
-            orch.state["answers"] += 1
+            orch.state.answers += 1
     assert order == ["questioner", "answerer", "questioner", "answerer"]
 
 

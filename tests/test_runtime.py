@@ -1,6 +1,8 @@
 """The peer-to-peer runtime on a real local Ray: routing, backpressure, failures, limits."""
 import json
 
+import pytest
+
 import matrix_core
 from matrix_core.testing import assert_exactly_once, read_records
 
@@ -88,14 +90,18 @@ def test_malformed_rows_are_reported_and_the_run_goes_on(matrix_ray, tmp_path, c
 
 
 def test_large_history_travels_through_object_store(matrix_ray, tmp_path):
+    # Every role in its own actor: each hop leaves the process, so history over 150 bytes
+    # must move to the object store and come back whole when the record is written.
     summary, records = run(
-        tmp_path, "dialogue", "llm=fake", "dataset.limit=6", "rounds=3",
-        "run.colocate=false", "run.hosts=1", "run.offload_threshold_bytes=150",
+        tmp_path, "relay", "dataset.size=6", "laps=2", "run.colocate=false", "run.offload_threshold_bytes=150",
+        *(f"agents.{r}.turn_bytes=100" for r in "abc"),
     )
     assert summary.done == 6
+    roles = ["a", "b", "c"] * 2
     for r in records:
-        assert len(r["history"]) == 6 and all(t["content"] for t in r["history"])
-        assert [t["agent"] for t in r["history"]] == ["questioner", "answerer"] * 3
+        assert [t["content"][:3] for t in r["history"]] == [f"{role}{i}:" for i, role in enumerate(roles, 1)]
+        # Hop k sees the k turns added before it; past 150 bytes they travel as segments.
+        assert r["state"]["segments_seen"][0] == 0 and max(r["state"]["segments_seen"]) >= 2
 
 
 def test_existing_output_is_skipped_on_rerun(matrix_ray, tmp_path):
@@ -185,3 +191,19 @@ def test_an_output_of_another_workflow_is_refused_unless_forced(matrix_ray, tmp_
         run(tmp_path, "dialogue", "llm=fake", "dataset.limit=2")
     summary, records = run(tmp_path, "dialogue", "llm=fake", "dataset.limit=2", "run.force=true")
     assert summary.done == 2 and len(records) == 7
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path):
+    import asyncio
+
+    from matrix_core import MatrixError
+    from matrix_core._private.sink_actor import SinkActorImpl
+    from matrix_plugin_jsonl import JsonlSink
+
+    config = {"path": str(tmp_path / "out.jsonl")}
+    first = SinkActorImpl(JsonlSink, config)
+    asyncio.run(first.open())
+    with pytest.raises(MatrixError, match="is being written by another run"):
+        asyncio.run(SinkActorImpl(JsonlSink, config).open())
+    asyncio.run(first.close())
+    asyncio.run(SinkActorImpl(JsonlSink, config).open())  # free again once the first is done

@@ -9,7 +9,6 @@ its last checkpoint rather than from its first step.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import ray
+from filelock import FileLock, Timeout
 
 from ..errors import MatrixError
 from ..protocol import Orchestrator, Status
@@ -40,7 +40,7 @@ class SinkActorImpl:
         self.duplicates = 0
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self._opened: dict[str, str] | None = None
-        self._lock = None
+        self._lock: FileLock | None = None
         self._ckpt_file = None
         self.incarnation = uuid.uuid4().hex
 
@@ -58,10 +58,10 @@ class SinkActorImpl:
         lock_path = self._sidecar(".lock")
         if lock_path is not None:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = lock_path.open("a+")
+            self._lock = FileLock(lock_path)
             try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                self._lock.acquire(timeout=0)
+            except Timeout:
                 raise MatrixError(f"{self.sink.location} is being written by another run; wait for it or stop it") from None
         self._check_owner()
         existing = self.sink.existing_ids()
@@ -181,7 +181,7 @@ class SinkActorImpl:
                 path.unlink(missing_ok=True)  # every task finished: nothing to resume from
         if self._lock is not None:
             self._sidecar(".lock").unlink(missing_ok=True)
-            self._lock.close()
+            self._lock.release()
         return {
             "written": len(self.written),
             "duplicates_dropped": self.duplicates,

@@ -7,29 +7,30 @@ from typing import Any, Mapping
 from pydantic import Field
 
 from matrix_core import (
-    Agent, AgentSpec, ConfigDirSpec, Orchestrator, RunMetrics, SamplingOptions, WorkflowSpec, hookimpl, task_id_for,
+    Agent, AgentSpec, ConfigDirSpec, Orchestrator, RunMetrics, SamplingOptions, TaskState, WorkflowSpec, hookimpl,
 )
 
 QUESTIONER, ANSWERER = "questioner", "answerer"
 
 
+class DialogueState(TaskState):
+    rounds: int = Field(2, ge=1, description="answers before the dialogue ends")
+    answers: int = 0
+
+
 class DialogueOrchestrator(Orchestrator):
     """Questioner and answerer alternate until ``rounds`` answers have been given."""
 
+    state: DialogueState = Field(default_factory=DialogueState)
+
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
+    def map_row(cls, row: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(row.get("topic"), str) or not row["topic"].strip():
             raise ValueError("row has no 'topic' string")
-        return cls(
-            task_id=task_id_for(row_key, trial),
-            row_key=row_key,
-            trial=trial,
-            payload={"topic": row["topic"]},
-            state={"rounds": int(config.get("rounds", 2)), "answers": 0},
-        )
+        return {"payload": {"topic": row["topic"]}, "state": DialogueState(rounds=int(config.get("rounds", 2)))}
 
     def next_role(self) -> str | None:
-        if self.state["answers"] >= self.state["rounds"]:
+        if self.state.answers >= self.state.rounds:
             return None
         last = self.history[-1].agent if self.history else None
         return ANSWERER if last == QUESTIONER else QUESTIONER
@@ -91,7 +92,7 @@ class Questioner(_Speaker):
 
 class Answerer(_Speaker):
     def after(self, orch: Orchestrator) -> None:
-        orch.state["answers"] += 1
+        orch.state.answers += 1
 
 
 class DialogueMetrics(RunMetrics):

@@ -12,22 +12,16 @@ from typing import Any, Mapping
 
 from pydantic import Field
 
-from matrix_core import Agent, AgentOptions, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
+from matrix_core import Agent, AgentOptions, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl
 
 
 class RelayOrchestrator(Orchestrator):
     record_hops = False  # keep messages small: this workflow measures the runtime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
+    def map_row(cls, row: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         roles = list(config["agents"])
-        return cls(
-            task_id=task_id_for(row_key, trial),
-            row_key=row_key,
-            trial=trial,
-            payload=dict(row),
-            state={"route": roles * int(config.get("laps", 1)), "visits": []},
-        )
+        return {"payload": dict(row), "state": {"route": roles * int(config.get("laps", 1)), "visits": []}}
 
     def next_role(self) -> str | None:
         route, visits = self.state["route"], self.state["visits"]
@@ -35,11 +29,13 @@ class RelayOrchestrator(Orchestrator):
 
 
 class Stamp(Agent):
-    """Records (role, host pid) and optionally sleeps to stand in for I/O."""
+    """Records (role, host pid); optionally sleeps to stand in for I/O and adds a turn of
+    ``turn_bytes`` to grow the history."""
 
     class Options(AgentOptions):
         sleep_ms: float = Field(0, ge=0, description="sleep per step, standing in for I/O")
         fail_every: int | None = Field(None, ge=1, description="fail the tasks whose row key is a multiple of this")
+        turn_bytes: int = Field(0, ge=0, description="add a turn of this many bytes per step (grows the history)")
 
     async def step(self, orch: Orchestrator) -> None:
         if self.options.sleep_ms:
@@ -47,6 +43,11 @@ class Stamp(Agent):
         if self.options.fail_every and int(orch.row_key) % self.options.fail_every == 0:
             raise RuntimeError(f"injected failure in role {self.context.role}")
         orch.state["visits"].append([self.context.role, os.getpid()])
+        turn_bytes = self.options.turn_bytes
+        if turn_bytes:  # a growing conversation: offloading moves it between hops
+            orch.state.setdefault("segments_seen", []).append(len(orch.history_segments))
+            label = f"{self.context.role}{len(orch.state['visits'])}:"
+            orch.add_turn(role="assistant", agent=self.context.role, content=label.ljust(turn_bytes, "x"))
 
 
 @hookimpl

@@ -29,25 +29,16 @@ def decode(authorization: str | None) -> dict[str, Any]:
 
 
 def read_secrets(path: str) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``#`` comments, optional ``export`` and quotes), as in a .env file."""
+    """A .env file (python-dotenv's grammar: comments, ``export``, quotes); cached per version."""
     st = os.stat(path)
     return _parse(path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=8)
 def _parse(path: str, mtime_ns: int, size: int) -> dict[str, str]:
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            name, _, value = line.removeprefix("export ").partition("=")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[name.strip()] = value
-    return values
+    from dotenv import dotenv_values
+
+    return {name: value for name, value in dotenv_values(path).items() if value is not None}
 
 
 def lookup(name: str, secrets_file: str | None = None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl, task_id_for
+from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl
 
 NAME = "{{ cookiecutter.name }}"
 WRITER, SCORER = "writer", "scorer"
@@ -19,17 +19,15 @@ class Task(Orchestrator):
     """One row's task. Routing lives here, so agents never need to know about each other."""
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, row_key: str, trial: int, config: Mapping[str, Any]):
+    def map_row(cls, row: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        """The task's fields for one row; ``from_row`` adds the task id, row key and trial."""
         prompt = row.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("row has no 'prompt' string")  # the run records the row as failed
-        return cls(
-            task_id=task_id_for(row_key, trial),
-            row_key=row_key,
-            trial=trial,
-            payload={"prompt": prompt},
-            state={"drafts": 0, "graded": 0, "passed": False, "max_drafts": int(config.get("max_drafts", 2))},
-        )
+        return {
+            "payload": {"prompt": prompt},
+            "state": {"drafts": 0, "graded": 0, "passed": False, "max_drafts": int(config.get("max_drafts", 2))},
+        }
 
     def next_role(self) -> str | None:
         s = self.state

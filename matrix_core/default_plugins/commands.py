@@ -1,0 +1,18 @@
+"""The core sub-commands: run, plugins, new, services."""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+from ..specs import CommandSpec
+
+
+@hookimpl
+def register_commands(register):
+    # Imported here: the CLI imports the plugin host, which imports this module.
+    from .._private.services_cli import services_group
+    from ..cli import new_command, plugins_command, run_command
+
+    register(CommandSpec("run", run_command, "run a workflow"))
+    register(CommandSpec("plugins", plugins_command, "list installed plugins"))
+    register(CommandSpec("new", new_command, "create a plugin from a template"))
+    register(CommandSpec("services", services_group, "long-lived LLM services shared by runs"))
