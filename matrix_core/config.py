@@ -35,7 +35,7 @@ Plugins.instance().register(MatrixSearchPath)
 if not OmegaConf.has_resolver("pkg"):
     OmegaConf.register_new_resolver("pkg", _package_file)
 
-WORKFLOW_DEFAULTS_GROUP = "matrix_workflow"
+WORKFLOW_NODE_PREFIX = "matrix_workflow_"  # stored at the root, so a node's defaults list reads like a yaml's
 
 
 def register_nodes() -> None:
@@ -49,7 +49,7 @@ def register_nodes() -> None:
     store.store(name="matrix_options", node=base_node())
     for name, entry in get_plugin_host().registry("workflow").items():
         if entry.spec.defaults is not None:
-            store.store(group=WORKFLOW_DEFAULTS_GROUP, name=name, node=workflow_node(name, entry.spec.defaults))
+            store.store(name=WORKFLOW_NODE_PREFIX + name, node=workflow_node(name, entry.spec.defaults))
 
 
 def workflow_node(name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def workflow_node(name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
 def config_name(spec) -> str:
     """The config ``matrix run`` composes for a workflow spec."""
     if spec.config_name is None and spec.defaults is not None:
-        return f"{WORKFLOW_DEFAULTS_GROUP}/{spec.name}"
+        return WORKFLOW_NODE_PREFIX + spec.name
     return spec.config_name or spec.name
 
 
