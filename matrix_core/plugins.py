@@ -43,12 +43,6 @@ class Registered:
     package: str
 
 
-class _PluginFailed(Exception):
-    def __init__(self, plugin: str, why: str):
-        super().__init__(why)
-        self.plugin, self.why = plugin, why
-
-
 def core_version() -> str | None:
     try:
         return version(CORE_DISTRIBUTION)
@@ -94,6 +88,7 @@ class PluginHost:
         self._trace = bool(os.environ.get(TRACE_ENV)) if trace is None else trace
         self._packages: dict[str, str] = {}
         self._broken: dict[str, str] = {}
+        self._broken_packages: dict[str, str] = {}
         self._registry: dict[str, dict[str, Registered]] | None = None
         self._loaded = False
 
@@ -112,17 +107,24 @@ class PluginHost:
         A hook that no hookspec declares (``register_agent`` for ``register_agents``) or
         with arguments its spec lacks is a :class:`ConfigError` naming the plugin and hook.
         """
+        problem = self._add(plugin, name, package)
+        if problem is not None:
+            raise ConfigError(f"plugin {name!r} ({package}): {problem}")
+
+    def _add(self, plugin: ModuleType | object, name: str, package: str) -> str | None:
+        """Registers ``plugin`` unless blocked; returns why pluggy refused it, or None."""
         if self.pm.is_blocked(name):
-            return
+            return None
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             if self.pm.get_plugin(name) is not None:
                 self.pm.unregister(name=name)
-            raise ConfigError(f"plugin {name!r} ({package}): {self._explain(exc)}") from None
+            return self._explain(exc)
         self._packages[name] = package
         self._registry = None
+        return None
 
     @staticmethod
     def _explain(exc: pluggy.PluginValidationError) -> str:
@@ -164,18 +166,17 @@ class PluginHost:
             why = incompatible_core(ep.dist, core)
             if why is None:
                 try:
-                    self.register(ep.load(), name, package)
-                except ConfigError as exc:
-                    why = str(exc)
+                    why = self._add(ep.load(), name, package)
                 except Exception as exc:  # a broken plugin must not take the others down
                     why = f"{type(exc).__name__}: {exc}"
             if why is not None:
-                self._skip(name, why)
+                self._skip(name, package, why)
         return self
 
-    def _skip(self, name: str, why: str) -> None:
+    def _skip(self, name: str, package: str, why: str) -> None:
         self._broken[name] = why
-        log.warning("plugin %r is skipped: %s", name, why)
+        self._broken_packages[name] = package
+        log.warning("plugin %r (%s) is skipped: %s", name, package, why)
 
     @property
     def broken(self) -> dict[str, str]:
@@ -187,50 +188,53 @@ class PluginHost:
 
     def registry(self, kind: str) -> dict[str, Registered]:
         self.ensure_loaded()
-        while self._registry is None:
-            try:
-                self._registry = self._collect()
-            except _PluginFailed as failed:  # drop the plugin, collect again without it
-                self.unregister(failed.plugin)
-                self._skip(failed.plugin, failed.why)
+        if self._registry is None:
+            self._registry = self._collect()
         return self._registry[kind]
 
     def _collect(self) -> dict[str, dict[str, Registered]]:
         collected: dict[str, dict[str, Registered]] = {kind: {} for kind in SPEC_KINDS}
+        failed: dict[str, str] = {}
         for kind, spec_type in SPEC_KINDS.items():
             hook_name = f"register_{kind}s"
             # pluggy calls implementations last-registered first, tryfirst/trylast aside:
             # get_hookimpls() lists them in the reverse of that order.
             for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-                specs = self._call(impl, hook_name)
+                if impl.plugin_name in failed:
+                    continue
+                try:
+                    specs = self._call(impl, hook_name)
+                except Exception as exc:  # skip the plugin, with what it registered so far
+                    failed[impl.plugin_name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                    for entries in collected.values():
+                        for name in [n for n, e in entries.items() if e.plugin == impl.plugin_name]:
+                            del entries[name]
+                    continue
                 for spec in specs:
-                    self._add(collected[kind], kind, spec_type, spec, impl.plugin_name)
+                    self._record(collected[kind], kind, spec_type, spec, impl.plugin_name)
+        for plugin, why in failed.items():
+            package = self._packages[plugin]
+            self.unregister(plugin)
+            self._skip(plugin, package, why)
         return collected
 
     def _call(self, impl: Any, hook_name: str) -> list[Any]:
         """One implementation alone, so each spec is attributed to the plugin that made it."""
         specs: list[Any] = []
         start = time.perf_counter()
-        try:
-            impl.function(**{a: specs.append for a in impl.argnames})
-        except Exception as exc:
-            raise _PluginFailed(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}") from exc
+        impl.function(**{a: specs.append for a in impl.argnames})
         if self._trace:
-            print(
-                json.dumps(
-                    {
-                        "hook": hook_name,
-                        "plugin": impl.plugin_name,
-                        "package": self._packages.get(impl.plugin_name),
-                        "registered": [getattr(s, "name", repr(s)) for s in specs],
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                    }
-                ),
-                file=sys.stderr,
-            )
+            trace = {
+                "hook": hook_name,
+                "plugin": impl.plugin_name,
+                "package": self._packages.get(impl.plugin_name),
+                "registered": [getattr(s, "name", repr(s)) for s in specs],
+                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            }
+            print(json.dumps(trace), file=sys.stderr)
         return specs
 
-    def _add(self, into: dict[str, Registered], kind: str, spec_type: Any, spec: Any, plugin: str) -> None:
+    def _record(self, into: dict[str, Registered], kind: str, spec_type: Any, spec: Any, plugin: str) -> None:
         if not isinstance(spec, spec_type):
             raise ConfigError(
                 f"plugin {plugin!r} registered {type(spec).__name__} "
@@ -264,7 +268,7 @@ class PluginHost:
             for spec_name, entry in self.registry(kind).items():
                 out[entry.plugin]["registers"].setdefault(kind, []).append(spec_name)
         for name, why in self._broken.items():
-            out[name] = {"name": name, "package": "?", "registers": {}, "error": why}
+            out[name] = {"name": name, "package": self._broken_packages[name], "registers": {}, "error": why}
         return sorted(out.values(), key=lambda e: e["name"])
 
 

@@ -38,7 +38,9 @@ def build(out: Path, isolation: bool = False, only: list[str] | None = None) -> 
             argv.insert(3, "--no-isolation")
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            sys.exit(f"build_dists: {package.relative_to(ROOT.parent)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+            sys.exit(
+                f"build_dists: {package.relative_to(ROOT.parent)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            )
         print(f"built {package.relative_to(ROOT) if package != ROOT else 'matrix-core'}")
     return sorted(out.iterdir())
 

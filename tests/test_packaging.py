@@ -52,7 +52,9 @@ def test_every_plugin_declares_the_core_versions_it_works_with():
 
 # Only what a user's shell has: nothing from this checkout or this test session.
 CLEAN_ENV = {
-    k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS", "VIRTUAL_ENV") and not k.startswith("MATRIX_")
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("PYTHONPATH", "RAY_ADDRESS", "VIRTUAL_ENV") and not k.startswith("MATRIX_")
 }
 
 
@@ -80,21 +82,33 @@ def test_a_user_installs_one_plugin_at_a_time_from_dist(tmp_path):
     def plugins() -> dict[str, dict]:
         return {e["name"]: e for e in json.loads(sh("matrix", "plugins", "--json").stdout)}
 
-    run = ["run.progress=off", "run.num_cpus=2", "task_ids=[update_task_1,update_task_with_message_history]", "max_steps=4"]
+    run = [
+        "run.progress=off",
+        "run.num_cpus=2",
+        "task_ids=[update_task_1,update_task_with_message_history]",
+        "max_steps=4",
+    ]
 
     # An agent plugin: as the README says, `pip install --find-links dist matrix-plugin-tau2`.
     sh(str(bin_dir / "pip"), "install", "-q", "--find-links", str(dist), "matrix-plugin-tau2", timeout=1800)
     installed = plugins()
-    assert {"tau2", "jsonl", "llamacpp", "core.commands"} <= set(installed) and not any("error" in e for e in installed.values())
+    assert {"tau2", "jsonl", "llamacpp", "core.commands"} <= set(installed) and not any(
+        "error" in e for e in installed.values()
+    )
     sh("matrix", "run", "tau2", "llm=fake", "output.path=tau2.jsonl", *run)
     lines = (tmp_path / "tau2.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["task_id"] for line in lines) == ["update_task_1#0", "update_task_with_message_history#0"]
+    assert sorted(json.loads(line)["task_id"] for line in lines) == [
+        "update_task_1#0",
+        "update_task_with_message_history#0",
+    ]
 
     # A sink plugin.
     sh(str(bin_dir / "pip"), "install", "-q", "--find-links", str(dist), "matrix-plugin-parquet")
     assert plugins()["parquet"]["registers"]["sink"] == ["parquet"]
     sh("matrix", "run", "tau2", "llm=fake", "sink=parquet", "output.path=tau2.parquet", *run)
-    rows = sh(str(bin_dir / "python"), "-c", "import pyarrow.parquet as pq; print(pq.read_table('tau2.parquet').num_rows)")
+    rows = sh(
+        str(bin_dir / "python"), "-c", "import pyarrow.parquet as pq; print(pq.read_table('tau2.parquet').num_rows)"
+    )
     assert rows.stdout.strip() == "2"
 
     # A service plugin: simulated LLM servers started by the run.
