@@ -19,13 +19,14 @@ from ..plugins import PluginHost
 from ..protocol import Orchestrator, Status, task_id_for
 from ..specs import ServiceHandle
 from .plan import RoleSpec, RunPlan
+from . import resources as resources_mod
 from .progress import Counters, Progress
 from .runtime import AgentHost, Outbox, ReplicaRef, apply_load_report
 from .sink_actor import SinkActor
 
 log = logging.getLogger("matrix.driver")
 
-ROLE_KEYS = {"type", "replicas", "max_in_flight", "resources"}
+ROLE_KEYS = {"type", "replicas", "max_in_flight", "resources", *resources_mod.ROLE_KEYS}
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
 
 
@@ -48,6 +49,7 @@ class RunSummary:
     startup_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)  # the tool runtime's final stats, if one ran
+    llm: dict[str, Any] = field(default_factory=dict)  # {"resources": {name: totals}, "roles": {role: totals}}
 
     @property
     def tasks_per_s(self) -> float:
@@ -65,6 +67,7 @@ class RunSummary:
             + f" | {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
             f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
             + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
+            + resources_mod.summary_lines(self.llm)
         )
 
 
@@ -352,28 +355,24 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
     sink_spec = host.get("sink", sink_cfg.get("name", "jsonl"))
     dataset_cfg = dict(cfg.get("dataset") or {})
     loader = host.get("dataset_loader", dataset_cfg.get("loader", "jsonl"))
-    # Validate agent types before anything starts.
-    _roles(cfg, host, 1)
+    # Validate agent types and LLM resources before anything starts.
+    llm_resources = resources_mod.plan_resources(cfg, host, _roles(cfg, host, 1))
     llm_cfg = dict(cfg.get("llm") or {})
-    backend = host.get("llm_backend", llm_cfg["backend"]) if llm_cfg.get("backend") else None
     runtime_cfg = dict(cfg.get("runtime") or {})
     runtime_spec = host.get("tool_runtime", runtime_cfg["name"]) if runtime_cfg.get("name") else None
     rows = loader.load(dataset_cfg)  # opens the file now: a missing dataset fails before Ray starts
 
     startup = time.perf_counter()
     started_ray = init_ray(run)
-    service: ServiceHandle | None = None
+    services: dict[str, ServiceHandle] = {}
     tool_runtime = None
     actors: list = []
     summary = RunSummary(workflow=cfg["workflow"], output=str(sink_cfg.get("path", "")))
     try:
         hosts_n = _host_count(run)
         roles = _roles(cfg, host, hosts_n)
-        needs_llm = any(getattr(r.agent_cls, "uses_llm", False) for r in roles.values())
-        if needs_llm and backend is None:
-            raise ConfigError("this workflow's agents call an LLM but no llm backend is configured (set llm=NAME)")
-        if needs_llm:
-            service = backend.start(llm_cfg)
+        services = resources_mod.start_resources(llm_resources, host)
+        service = services.get(resources_mod.DEFAULT)
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
         if any(getattr(r.agent_cls, "uses_runtime", False) for r in roles.values()):
             if runtime_spec is None:
@@ -400,6 +399,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             batch_max=int(run.get("batch_max") or 256),
             outstanding_per_peer=int(run.get("outstanding_per_peer") or 2),
             run_config=redact(cfg),
+            llm_resources=llm_resources,
         )
         retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
         metrics = workflow.metrics(cfg) if workflow.metrics else None
@@ -455,6 +455,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         for s in stats:
             for role, reps in s["replicas"].items():
                 summary.roles.setdefault(role, []).extend(reps)
+        summary.llm = resources_mod.summarize([row for s in stats for row in s["llm"]], llm_resources)
         return summary
     finally:
         for actor in actors:
@@ -464,8 +465,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
                 pass
         if tool_runtime is not None:
             summary.runtime = tool_runtime.stop() or {}
-        if service is not None:
-            service.stop()
+        resources_mod.stop_resources(services)
         if started_ray:
             ray.shutdown()
 

@@ -33,6 +33,7 @@ class RunPlan:
     batch_max: int = 256
     outstanding_per_peer: int = 2
     run_config: dict[str, Any] = field(default_factory=dict)
+    llm_resources: Any = None  # resources.LLMResources: started resources and which role calls which
 
     def placement(self) -> list[list[tuple[str, int]]]:
         """Host index -> [(role, replica index)].
