@@ -59,9 +59,10 @@ class LLMResources:
         return sorted(names, key=lambda n: (n != DEFAULT, n))
 
     def roles_of(self, resource: str) -> list[str]:
-        return sorted(r for r, n in self.role_llm.items() if self.aliases[n] == resource) + sorted(
-            r for r, names in self.role_extra.items() if any(self.aliases[n] == resource for n in names) and r not in self.role_llm
-        )
+        calls = {r: [n, *self.role_extra.get(r, [])] for r, n in self.role_llm.items()}
+        for r, names in self.role_extra.items():
+            calls.setdefault(r, list(names))
+        return sorted(r for r, names in calls.items() if any(self.aliases[n] == resource for n in names))
 
 
 def _where(name: str) -> str:
@@ -131,8 +132,7 @@ def plan_resources(cfg: Mapping[str, Any], host, roles: Mapping[str, Any]) -> LL
                 f"agents.{role}.llm must name an LLM resource (one of: {listing}), not a section; "
                 f"declare the model as a resource: +llm@llms.NAME=BACKEND llms.NAME.model=... agents.{role}.llm=NAME"
             )
-        if isinstance(extra, str):
-            extra = [extra]
+        extra = [n for n in ([extra] if isinstance(extra, str) else extra) if n is not None]  # null: "${..some_option}" unset
         for key, name in [("llm", chosen), *(("llms", n) for n in extra)]:
             if name is not None and name not in aliases:
                 raise ConfigError(f"agents.{role}.{key}: role {role!r} names LLM resource {name!r}, which is not defined; defined: {listing}")

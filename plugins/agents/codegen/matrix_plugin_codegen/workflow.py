@@ -120,7 +120,8 @@ class CodegenOrchestrator(Orchestrator):
 
 
 class Coder(Agent):
-    """Writes the function; on a retry it sees its earlier replies and what the tests said."""
+    """Writes the function; on a retry it sees its earlier replies and what the tests said.
+    ``retry_llm: NAME`` sends the retries to another LLM resource (escalate to a stronger model)."""
 
     uses_llm = True
 
@@ -143,7 +144,9 @@ class Coder(Agent):
     async def step(self, orch: Orchestrator) -> None:
         problem = await orch.get_payload()
         params = {k: self.config[k] for k in SAMPLING if self.config.get(k) is not None}
-        result = await self.llm.chat(self.messages(problem, orch.state["attempts"]), sticky_key=orch.task_id, **params)
+        retry_llm = self.config.get("retry_llm")
+        llm = self.llm_for(retry_llm) if retry_llm and orch.state["attempts"] else self.llm
+        result = await llm.chat(self.messages(problem, orch.state["attempts"]), sticky_key=orch.task_id, **params)
         orch.add_turn(result.to_turn(agent=self.context.role))
         orch.state["pending"] = {"reply": result.content or "", "code": extract_code(result.content, problem["function"])}
 

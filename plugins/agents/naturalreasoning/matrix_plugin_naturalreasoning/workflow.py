@@ -1,7 +1,8 @@
 """NaturalReasoning curation: filter -> scorer -> question generator, one task per document.
 
-The second case study of the Matrix paper (arXiv 2511.21686). The ``filter`` (no LLM)
-drops passages that are not English prose or unlikely to hold reasoning; the ``scorer``
+The second case study of the Matrix paper (arXiv 2511.21686). The ``filter`` drops passages
+that are not English prose or unlikely to hold reasoning, by heuristics (``mode: heuristic``,
+no LLM) or, as in the paper, by asking a small model (``mode: llm``, JSON); the ``scorer``
 (LLM, JSON rubric) drops those scoring under a threshold; the ``generator`` (LLM, JSON)
 writes a question, its reference answer and the reasoning steps. Every document ends in
 the output once: kept ones with their question, rejected ones with the stage and reason
@@ -27,6 +28,14 @@ SCORE_SCHEMA = {
     "required": list(RUBRIC),
     "additionalProperties": False,
 }
+CLASSIFY = ("english", "reasoning")
+FILTER_SCHEMA = {
+    "type": "object",
+    "properties": {k: {"type": "boolean"} for k in CLASSIFY},
+    "required": list(CLASSIFY),
+    "additionalProperties": False,
+}
+FILTER_MODES = ("heuristic", "llm")
 QUESTION_SCHEMA = {
     "type": "object",
     "properties": {
@@ -94,17 +103,6 @@ async def passage(orch: Orchestrator, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
 
 
-class Filter(Agent):
-    """Language and reasoning-likelihood heuristics: no LLM call."""
-
-    async def step(self, orch: NROrchestrator) -> None:
-        result = judge((await orch.get_payload())["text"], self.config)
-        if result.keep:
-            orch.passed(FILTER, filter=result.signals)
-        else:
-            orch.reject(FILTER, result.reason, filter=result.signals)
-
-
 class _LLMStage(Agent):
     uses_llm = True
     stage = ""
@@ -132,6 +130,41 @@ class _LLMStage(Agent):
             orch.passed(self.stage, **info, **{f"{self.stage}_note": why})
         else:
             orch.reject(self.stage, why, **info)
+
+
+class Filter(_LLMStage):
+    """``mode: heuristic``: language and reasoning-likelihood rules, no LLM call. ``mode: llm``: the
+    paper's filter, a (small) model classifies the passage as English and holding reasoning."""
+
+    stage, schema = FILTER, FILTER_SCHEMA
+
+    @staticmethod
+    def uses_llm(options: Mapping[str, Any]) -> bool:  # the run starts an LLM for this role only in llm mode
+        return options.get("mode") == "llm"
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.mode = str(self.config.get("mode") or "heuristic")
+        if self.mode not in FILTER_MODES:
+            raise ConfigError(f"{context.role}.mode must be {' or '.join(FILTER_MODES)}, got {self.mode!r}")
+
+    async def step(self, orch: NROrchestrator) -> None:
+        if self.mode == "heuristic":
+            result = judge((await orch.get_payload())["text"], self.config)
+            if result.keep:
+                orch.passed(FILTER, filter=result.signals)
+            else:
+                orch.reject(FILTER, result.reason, filter=result.signals)
+            return
+        text = await passage(orch, int(self.config.get("max_doc_chars", 1500)))
+        result, reply = await self.ask(orch, self.config["prompt"].replace("{passage}", text))
+        labels = {k: reply.get(k) for k in CLASSIFY} if isinstance(reply, dict) else None
+        if labels is None or not all(isinstance(v, bool) for v in labels.values()):
+            return self.unparseable(orch, result, "classification", filter=None)
+        if all(labels.values()):
+            orch.passed(FILTER, filter=labels)
+        else:
+            orch.reject(FILTER, "not " + " and not ".join(k for k, v in labels.items() if not v), filter=labels)
 
 
 class Scorer(_LLMStage):

@@ -347,7 +347,8 @@ class Tau2Evaluator(Agent):
     async def judge(self, orch: Tau2Orchestrator, messages: list[dict[str, Any]], assertions: Sequence[str]) -> list[dict[str, Any]]:
         result = await self.llm.chat(nl_judge_messages(messages, assertions), json_schema=NL_SCHEMA, sticky_key=orch.task_id,
                                      **{"temperature": 0.0, "max_tokens": 512, **_sampling(self.config)})
-        orch.state["judge_usage"] = {self.context.role: {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}}
+        orch.state["judge_usage"] = {self.context.role: {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
+                                                         "llm": {"resource": result.resource, "model": result.model}}}
         return parse_nl_judgement(result.content, assertions)
 
     async def step(self, orch: Tau2Orchestrator) -> None:
