@@ -260,8 +260,8 @@ class NRMetrics(RunMetrics):
         out["survival_rate"] = self.questions / self.docs if self.docs else 0.0
         out["prompt_tokens"] = self.tokens["prompt"]
         out["completion_tokens"] = self.tokens["completion"]
-        for stage in (SCORER, GENERATOR):
-            if stage in self.stages:
+        for stage in self.stages:
+            if stage != FILTER or self.tokens[FILTER]:  # the heuristic filter spends none
                 out[f"tokens_{stage}"] = self.tokens[stage]
         out["top_rejections"] = ", ".join(f"{k} x{v}" for k, v in self.reasons.most_common(4)) or "none"
         return out
