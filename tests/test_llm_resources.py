@@ -167,3 +167,20 @@ def test_cost_from_litellms_local_price_map():
     assert llm["resources"]["mini"]["cost_usd"] == pytest.approx(1000 * prompt_usd + 100 * completion_usd)
     assert llm["resources"][DEFAULT]["cost_usd"] is None  # the echo has no price
     assert llm["roles"]["answerer"] == {**llm["roles"]["answerer"], "calls": 3, "failed": 1, "tokens": 1100, "latency_mean_s": 1.0, "latency_max_s": 2.0}
+
+
+def test_every_two_model_command_in_the_readmes_is_valid():
+    """The multi-model commands the READMEs show compose and pass the resource checks."""
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    checked = set()
+    for readme in [root / "README.md", *sorted(root.glob("plugins/agents/*/README.md"))]:
+        for line in readme.read_text().replace("\\\n", " ").splitlines():
+            if line.startswith("matrix run") and "+llm@llms." in line:
+                workflow, *overrides = shlex.split(line.split("#")[0])[2:]
+                res = _plan(workflow, overrides)
+                assert len(res.used) >= 2, line
+                checked.add(workflow)
+    assert checked >= {"coral", "tau2", "naturalreasoning", "codegen", "dialogue"}
