@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .options import AgentOptions, parse
 
@@ -21,6 +21,7 @@ class AgentContext:
     host: int = 0
     replica: int = 0
     llm: "LLMClient | None" = None
+    llms: Mapping[str, "LLMClient"] = field(default_factory=dict)  # every LLM resource the role may reach, by name
     run_config: Mapping[str, Any] = field(default_factory=dict)
     runtime: "RuntimeClient | None" = None  # resolved on first use from run_config["runtime"]["service"]
 
@@ -34,8 +35,10 @@ class Agent:
     with the exception as its error; the run goes on.
     """
 
-    #: Set True in agents that call ``self.llm``: the run then starts the configured LLM service.
-    uses_llm: bool = False
+    #: Set True in agents that call ``self.llm``: the run then starts the role's LLM resource
+    #: (``agents.<role>.llm``, the run's ``llm`` by default). May be a function of the role's
+    #: options instead, for agents that call an LLM only in some modes.
+    uses_llm: "bool | Callable[[Mapping[str, Any]], bool]" = False
     #: Set True in agents that use ``self.runtime``: the run then starts the configured tool runtime.
     uses_runtime: bool = False
 
@@ -54,6 +57,22 @@ class Agent:
 
             raise ConfigError(f"role {self.context.role!r} needs an LLM but the run has none configured")
         return self.context.llm
+
+    @property
+    def llms(self) -> Mapping[str, "LLMClient"]:
+        """The LLM resources this role may reach by name: its own and those in ``agents.<role>.llms``."""
+        return self.context.llms
+
+    def llm_for(self, name: str) -> "LLMClient":
+        """``self.llms[name]``, or one line naming the role and the resources it can reach."""
+        if name not in self.context.llms:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"role {self.context.role!r} has no LLM resource {name!r}; it reaches: {', '.join(self.context.llms) or 'none'} "
+                f"(list it in agents.{self.context.role}.llms)"
+            )
+        return self.context.llms[name]
 
     @property
     def runtime(self) -> "RuntimeClient":

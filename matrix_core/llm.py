@@ -70,9 +70,13 @@ class LLMResult:
     endpoint: str
     finish_reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    resource: str | None = None  # the run's LLM resource that answered (set by the role's client view)
 
     def to_turn(self, agent: str | None = None, role: str = "assistant") -> Turn:
         malformed = [c.id for c in self.tool_calls if isinstance(c.arguments, str)]
+        meta: dict[str, Any] = {"malformed_tool_calls": malformed} if malformed else {}
+        if self.resource is not None:
+            meta["llm"] = {"resource": self.resource, "model": self.model}
         return Turn(
             role=role,
             content=self.content,
@@ -80,8 +84,8 @@ class LLMResult:
             tool_calls=self.tool_calls,
             usage=self.usage,
             latency_s=self.latency_s,
-            # The model's fault, recorded on the turn: the workflow decides what follows.
-            meta={"malformed_tool_calls": malformed} if malformed else {},
+            # Malformed calls are the model's fault, recorded on the turn: the workflow decides what follows.
+            meta=meta,
         )
 
 

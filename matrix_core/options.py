@@ -109,6 +109,7 @@ class RoleOptions(_OpenSection):
     max_in_flight: int = Field(64, ge=1, description="steps one replica runs at once")
     resources: dict[str, Any] = Field(default_factory=dict, description="Ray resources per replica (num_gpus, ...)")
     llm: str | None = Field(None, description="name of the LLM resource this role calls (null: the run's llm)")
+    llms: list[str] | str | None = Field(None, description="other LLM resources the role reaches as self.llms[NAME]")
 
 
 ROLE_KEYS = frozenset(RoleOptions.model_fields)
@@ -175,6 +176,7 @@ def base_node() -> dict[str, Any]:
     """The defaults Hydra composes every workflow over (registered as ``matrix_options``)."""
     node = {name: SECTIONS[name]().model_dump() for name in ("run", "resume", "dataset", "output")}
     node["llm"] = {"client": LLMClientOptions().model_dump()}
+    node["llms"] = {}  # named LLM resources: +llm@llms.NAME=BACKEND; roles pick one with agents.ROLE.llm
     return node
 
 
@@ -193,6 +195,9 @@ def parse(model: type[BaseModel], value: Any, where: str) -> Any:
 def validate(cfg: Mapping[str, Any], host: "PluginHost") -> MatrixConfig:
     """Validates a composed config; the first bad key is reported (one line)."""
     sections = {name: parse(model, cfg.get(name), name) for name, model in SECTIONS.items()}
+    for name, resource in (cfg.get("llms") or {}).items():
+        if isinstance(resource, Mapping):  # a string is an alias, checked with the role bindings
+            parse(LLMOptions, resource, f"llms.{name}")
     agents = cfg.get("agents") or {}
     if not agents:
         raise ConfigError(f"workflow {cfg.get('workflow')!r} configures no agents (the 'agents' section is empty)")

@@ -5,11 +5,11 @@ records which plugin registered it, so a duplicate is reported with both package
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field  # noqa: F401
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from .llm import Endpoint, ServiceHandle  # defined next to the client; importable here too
+from .llm import Endpoint, ServiceHandle  # noqa: F401 - defined next to the client; importable here too
 
 if TYPE_CHECKING:
     import click

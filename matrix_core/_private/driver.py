@@ -21,13 +21,13 @@ from typing import Any, Callable, Iterator, Mapping
 import ray
 
 from ..errors import ConfigError, MatrixError
-from ..llm import Endpoint
 from ..options import MatrixConfig, RunOptions, validate
 from ..plugins import PluginHost
 from ..protocol import Orchestrator, Status
-from ..specs import LLMBackendSpec, SinkSpec, ToolRuntimeSpec, WorkflowSpec
+from ..specs import SinkSpec, ToolRuntimeSpec, WorkflowSpec
 from .messages import Completion, Delivery, Directory, ReplicaSlot
 from .plan import RoleSpec, RunPlan
+from . import resources as resources_mod
 from .progress import Counters, Progress
 from .ray_errors import remote_error
 from .routing import Router
@@ -229,6 +229,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
     """Run a composed workflow config (a plain dict) to completion."""
     conf = validate(cfg, host)  # a bad key or value is one line, before anything starts
     plugins = _resolve(conf, host)
+    llm_resources = resources_mod.plan_resources(conf.raw, host, _roles(conf, 1))  # one line per mistake, before Ray
     summary = RunSummary(workflow=conf.workflow, output=conf.sink.path or "")
     startup = time.perf_counter()
     with ExitStack() as teardown:  # undone in reverse: actors, runtime, LLM service, Ray
@@ -237,9 +238,9 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
         hosts_n = _host_count(conf.run)
         roles = _roles(conf, hosts_n)
-        endpoints = _start_llm(conf, plugins.backend, roles, teardown)
+        _start_llms(llm_resources, host, teardown)
         runtime = _start_runtime(conf, plugins, roles, run_id, teardown, summary)
-        plan = _plan(conf, plugins.workflow, roles, hosts_n, endpoints)
+        plan = _plan(conf, plugins.workflow, roles, hosts_n, llm_resources)
         placement, directory = _directory(plan, run_id)
         sink, existing = _start_sink(conf, plugins, directory, teardown)
         hosts, incarnations = _start_hosts(plan, placement, directory, teardown)
@@ -258,7 +259,6 @@ class _Plugins:
 
     workflow: WorkflowSpec
     sink: SinkSpec
-    backend: LLMBackendSpec | None
     runtime: ToolRuntimeSpec | None
     rows: Iterator[tuple[int, Any]]
     runtimes_installed: list[str]
@@ -269,7 +269,6 @@ def _resolve(conf: MatrixConfig, host: PluginHost) -> _Plugins:
     return _Plugins(
         workflow=host.get("workflow", conf.workflow),
         sink=host.get("sink", conf.sink.name),
-        backend=host.get("llm_backend", conf.llm.backend) if conf.llm.backend else None,
         runtime=host.get("tool_runtime", runtime_name) if runtime_name else None,
         # Opens the file now: a missing dataset fails before Ray starts.
         rows=host.get("dataset_loader", conf.dataset.loader).load(conf.dataset.model_dump()),
@@ -294,14 +293,9 @@ def _roles(conf: MatrixConfig, hosts: int) -> dict[str, RoleSpec]:
     return roles
 
 
-def _start_llm(conf: MatrixConfig, backend: LLMBackendSpec | None, roles: Mapping[str, RoleSpec], teardown: ExitStack) -> list[Endpoint]:
-    if not any(getattr(r.agent_cls, "uses_llm", False) for r in roles.values()):
-        return []
-    if backend is None:
-        raise ConfigError("this workflow's agents call an LLM but no llm backend is configured (set llm=NAME)")
-    service = backend.start(dict(conf.raw.get("llm") or {}))
-    teardown.callback(service.stop)
-    return service.endpoints
+def _start_llms(resources: "resources_mod.LLMResources", host: PluginHost, teardown: ExitStack) -> None:
+    """Starts each LLM resource some role uses, once; the run stops those it started."""
+    teardown.callback(resources_mod.stop_resources, resources_mod.start_resources(resources, host))
 
 
 def _start_runtime(conf: MatrixConfig, plugins: _Plugins, roles: Mapping[str, RoleSpec], run_id: str,
@@ -322,7 +316,8 @@ def _start_runtime(conf: MatrixConfig, plugins: _Plugins, roles: Mapping[str, Ro
     return handle
 
 
-def _plan(conf: MatrixConfig, workflow: WorkflowSpec, roles: dict[str, RoleSpec], hosts: int, endpoints: list[Endpoint]) -> RunPlan:
+def _plan(conf: MatrixConfig, workflow: WorkflowSpec, roles: dict[str, RoleSpec], hosts: int,
+          llm_resources: "resources_mod.LLMResources") -> RunPlan:
     run = conf.run
     return RunPlan(
         workflow=conf.workflow,
@@ -332,8 +327,7 @@ def _plan(conf: MatrixConfig, workflow: WorkflowSpec, roles: dict[str, RoleSpec]
         offload_threshold_bytes=run.offload_threshold_bytes,
         max_steps=run.max_steps,
         task_timeout_s=run.task_timeout_s,
-        llm_endpoints=endpoints,
-        llm_client=conf.llm.client,
+        llm_resources=llm_resources,
         colocate=run.colocate,
         checkpoint_every=run.checkpoint_every,
         batch_max=run.batch_max,
@@ -403,6 +397,7 @@ def _collect(drive: _Drive, summary: RunSummary, startup: float) -> None:
     summary.rows, summary.duplicate_rows = tasks.rows_read, tasks.duplicate_rows
     summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
     summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
+    summary.llm = resources_mod.summarize([row for s in stats for row in s["llm"]], drive.plan.llm_resources)
     summary.peak_in_flight = counters.peak_in_flight
     summary.startup_s = counters.started - startup
     summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint

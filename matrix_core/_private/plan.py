@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..llm import Endpoint
-from ..options import LLMClientOptions
 
 
 @dataclass
@@ -28,13 +26,12 @@ class RunPlan:
     offload_threshold_bytes: int
     max_steps: int
     task_timeout_s: float | None
-    llm_endpoints: list[Endpoint]
-    llm_client: LLMClientOptions
     colocate: bool = True
     checkpoint_every: int = 0
     batch_max: int = 256
     outstanding_per_peer: int = 2
     run_config: dict[str, Any] = field(default_factory=dict)
+    llm_resources: Any = None  # resources.LLMResources: started resources and which role calls which
 
     def placement(self) -> list[list[tuple[str, int]]]:
         """Host index -> [(role, replica index)].

@@ -20,10 +20,10 @@ from typing import Any, Callable
 import ray
 
 from ..agent import AgentContext
-from ..llm import client_from_config
 from ..protocol import Hop, Orchestrator, Status
 from .messages import Delivery, Directory, LoadReport
 from .plan import RunPlan
+from .resources import HostLLMs
 from .routing import Router
 
 log = logging.getLogger("matrix.runtime")
@@ -173,16 +173,17 @@ class AgentHostImpl:
 
     async def _start(self) -> None:
         self.sink = ray.get_actor(self.directory.sink)
-        if self.plan.llm_endpoints and any(self.plan.roles[r].agent_cls.uses_llm for r, _ in self.placement):
-            self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
+        self.llm = HostLLMs(self.plan.llm_resources, [r for r, _ in self.placement])
         for role_name, replica_index in self.placement:
             role = self.plan.roles[role_name]
+            llm, llms = self.llm.for_role(role_name)
             ctx = AgentContext(
                 role=role_name,
                 config=role.options,
                 host=self.index,
                 replica=replica_index,
-                llm=self.llm,
+                llm=llm,
+                llms=llms,
                 run_config=self.plan.run_config,
             )
             agent = role.agent_cls(ctx)
@@ -309,6 +310,7 @@ class AgentHostImpl:
                 for role, reps in self.replicas.items()
             },
             "lost_sends": self.lost_sends,
+            "llm": self.llm.report() if self.llm is not None else [],
         }
 
     async def close(self) -> None:

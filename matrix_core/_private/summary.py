@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .resources import summary_lines
+
 
 @dataclass
 class RunSummary:
@@ -24,6 +26,7 @@ class RunSummary:
     startup_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)  # the tool runtime's final stats, if one ran
+    llm: dict[str, Any] = field(default_factory=dict)  # {"resources": {name: totals}, "roles": {role: totals}}
 
     @property
     def tasks_per_s(self) -> float:
@@ -41,6 +44,7 @@ class RunSummary:
             + f" | {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
             f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
             + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
+            + summary_lines(self.llm)
         )
 
 

@@ -121,12 +121,14 @@ class CodegenOrchestrator(Orchestrator):
 
 
 class Coder(Agent):
-    """Writes the function; on a retry it sees its earlier replies and what the tests said."""
+    """Writes the function; on a retry it sees its earlier replies and what the tests said.
+    ``retry_llm: NAME`` sends the retries to another LLM resource (escalate to a stronger model)."""
 
     uses_llm = True
 
     class Options(SamplingOptions):
         system_prompt: str | None = Field(None, description="system message (a worked example helps small models)")
+        retry_llm: str | None = Field(None, description="LLM resource for attempts after the first (null: the role's own)")
 
     def messages(self, problem: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         examples = "\n".join(
@@ -146,7 +148,8 @@ class Coder(Agent):
 
     async def step(self, orch: Orchestrator) -> None:
         problem = await orch.get_payload()
-        result = await self.llm.chat(self.messages(problem, orch.state["attempts"]), sticky_key=orch.task_id, **self.options.sampling())
+        llm = self.llm_for(self.options.retry_llm) if self.options.retry_llm and orch.state["attempts"] else self.llm
+        result = await llm.chat(self.messages(problem, orch.state["attempts"]), sticky_key=orch.task_id, **self.options.sampling())
         orch.add_turn(result.to_turn(agent=self.context.role))
         orch.state["pending"] = {"reply": result.content or "", "code": extract_code(result.content, problem["function"])}
 

@@ -179,7 +179,9 @@ class Reasoner(Agent):
 class Extractor(Agent):
     """Reads the final answer of the pending reply: regex parser (default) or the LLM (``mode: llm``)."""
 
-    uses_llm = True  # in llm mode; harmless otherwise, the speakers need the service anyway
+    @staticmethod
+    def uses_llm(options: Mapping[str, Any]) -> bool:  # the run starts an LLM for this role only in llm mode
+        return options.get("mode") == "llm"
 
     class Options(AgentOptions):
         mode: Literal["parser", "llm"] = Field("parser", description="parser: regex; llm: the model answers JSON")

@@ -1,7 +1,8 @@
 """NaturalReasoning curation: filter -> scorer -> question generator, one task per document.
 
-The second case study of the Matrix paper (arXiv 2511.21686). The ``filter`` (no LLM)
-drops passages that are not English prose or unlikely to hold reasoning; the ``scorer``
+The second case study of the Matrix paper (arXiv 2511.21686). The ``filter`` drops passages
+that are not English prose or unlikely to hold reasoning, by heuristics (``mode: heuristic``,
+no LLM) or, as in the paper, by asking a small model (``mode: llm``, JSON); the ``scorer``
 (LLM, JSON rubric) drops those scoring under a threshold; the ``generator`` (LLM, JSON)
 writes a question, its reference answer and the reasoning steps. Every document ends in
 the output once: kept ones with their question, rejected ones with the stage and reason
@@ -16,7 +17,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import Field
 
-from matrix_core import Agent, AgentOptions, ConfigError, LLMResult, Orchestrator, RunMetrics, SamplingOptions, task_id_for
+from matrix_core import Agent, ConfigError, LLMResult, Orchestrator, RunMetrics, SamplingOptions, task_id_for
 
 from .heuristics import judge
 
@@ -27,6 +28,13 @@ SCORE_SCHEMA = {
     "type": "object",
     "properties": {k: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for k in RUBRIC},
     "required": list(RUBRIC),
+    "additionalProperties": False,
+}
+CLASSIFY = ("english", "reasoning")
+FILTER_SCHEMA = {
+    "type": "object",
+    "properties": {k: {"type": "boolean"} for k in CLASSIFY},
+    "required": list(CLASSIFY),
     "additionalProperties": False,
 }
 QUESTION_SCHEMA = {
@@ -93,25 +101,6 @@ async def passage(orch: Orchestrator, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
 
 
-class Filter(Agent):
-    """Language and reasoning-likelihood heuristics: no LLM call."""
-
-    class Options(AgentOptions):
-        min_chars: int = Field(200, ge=0, description="shorter documents are rejected")
-        max_chars: int = Field(20000, ge=1, description="longer documents are rejected")
-        min_ascii_letters: float = Field(0.9, ge=0, le=1, description="English: share of letters that are ASCII")
-        min_stopwords: float = Field(0.15, ge=0, le=1, description="share of words that are English function words")
-        max_code_lines: float = Field(0.4, ge=0, le=1, description="share of lines that look like code")
-        min_reasoning: float = Field(0.45, ge=0, le=1, description="reasoning-likelihood score in [0, 1]")
-
-    async def step(self, orch: NROrchestrator) -> None:
-        result = judge((await orch.get_payload())["text"], self.options.model_dump())
-        if result.keep:
-            orch.passed(FILTER, filter=result.signals)
-        else:
-            orch.reject(FILTER, result.reason, filter=result.signals)
-
-
 class _LLMStage(Agent):
     uses_llm = True
     stage = ""
@@ -142,6 +131,46 @@ class _LLMStage(Agent):
             orch.passed(self.stage, **info, **{f"{self.stage}_note": why})
         else:
             orch.reject(self.stage, why, **info)
+
+
+class Filter(_LLMStage):
+    """``mode: heuristic``: language and reasoning-likelihood rules, no LLM call. ``mode: llm``: the
+    paper's filter, a (small) model classifies the passage as English and holding reasoning."""
+
+    stage, schema = FILTER, FILTER_SCHEMA
+
+    class Options(_LLMStage.Options):
+        mode: Literal["heuristic", "llm"] = Field("heuristic", description="heuristic: the rules below | llm: a model classifies")
+        system_prompt: str = Field("", description="llm mode: system message")
+        prompt: str = Field("{passage}", description="llm mode: the request; {passage} is the (cut) document")
+        min_chars: int = Field(200, ge=0, description="shorter documents are rejected")
+        max_chars: int = Field(20000, ge=1, description="longer documents are rejected")
+        min_ascii_letters: float = Field(0.9, ge=0, le=1, description="English: share of letters that are ASCII")
+        min_stopwords: float = Field(0.15, ge=0, le=1, description="share of words that are English function words")
+        max_code_lines: float = Field(0.4, ge=0, le=1, description="share of lines that look like code")
+        min_reasoning: float = Field(0.45, ge=0, le=1, description="reasoning-likelihood score in [0, 1]")
+
+    @staticmethod
+    def uses_llm(options: Mapping[str, Any]) -> bool:  # the run starts an LLM for this role only in llm mode
+        return options.get("mode") == "llm"
+
+    async def step(self, orch: NROrchestrator) -> None:
+        if self.options.mode == "heuristic":
+            result = judge((await orch.get_payload())["text"], self.options.model_dump())
+            if result.keep:
+                orch.passed(FILTER, filter=result.signals)
+            else:
+                orch.reject(FILTER, result.reason, filter=result.signals)
+            return
+        text = await passage(orch, self.options.max_doc_chars)
+        result, reply = await self.ask(orch, self.options.prompt.replace("{passage}", text))
+        labels = {k: reply.get(k) for k in CLASSIFY} if isinstance(reply, dict) else None
+        if labels is None or not all(isinstance(v, bool) for v in labels.values()):
+            return self.unparseable(orch, result, "classification", filter=None)
+        if all(labels.values()):
+            orch.passed(FILTER, filter=labels)
+        else:
+            orch.reject(FILTER, "not " + " and not ".join(k for k, v in labels.items() if not v), filter=labels)
 
 
 class Scorer(_LLMStage):
@@ -240,8 +269,8 @@ class NRMetrics(RunMetrics):
         out["survival_rate"] = self.questions / self.docs if self.docs else 0.0
         out["prompt_tokens"] = self.tokens["prompt"]
         out["completion_tokens"] = self.tokens["completion"]
-        for stage in (SCORER, GENERATOR):
-            if stage in self.stages:
+        for stage in self.stages:
+            if stage != FILTER or self.tokens[FILTER]:  # the heuristic filter spends none
                 out[f"tokens_{stage}"] = self.tokens[stage]
         out["top_rejections"] = ", ".join(f"{k} x{v}" for k, v in self.reasons.most_common(4)) or "none"
         return out

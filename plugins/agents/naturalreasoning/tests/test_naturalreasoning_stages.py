@@ -72,6 +72,23 @@ def test_filter_stage_moves_a_reasoning_passage_on_and_records_signals():
     assert plain.next_role() is None and plain.state["rejected_at"] == "filter" and plain.state["kept"] is False
 
 
+def test_llm_filter_classifies_with_the_model_and_rejects_with_the_reason():
+    keep, drop, garbled = task(PLAIN), task(REASONING), task(REASONING)
+    # In llm mode the model decides, whatever the heuristics would say.
+    sent = run_step(Filter, keep, ['{"english": true, "reasoning": true}'], mode="llm")
+    assert sent[0]["response_format"]["json_schema"]["schema"]["required"] == ["english", "reasoning"]
+    assert PLAIN in sent[0]["messages"][1]["content"]
+    assert keep.state["passed"] == ["filter"] and keep.state["filter"] == {"english": True, "reasoning": True}
+    run_step(Filter, drop, ['{"english": true, "reasoning": false}'], mode="llm")
+    assert drop.state["rejected_at"] == "filter" and drop.state["reason"] == "not reasoning"
+    run_step(Filter, garbled, ["maybe"], mode="llm")
+    assert garbled.state["rejected_at"] == "filter" and garbled.state["reason"] == "unparseable classification"
+    assert [t.agent for t in keep.history] == ["filter"]  # the reply is kept for token accounting
+    with pytest.raises(ConfigError, match="mode must be heuristic or llm"):
+        Filter(AgentContext(role="filter", config={"mode": "classifier"}))
+    assert Filter.uses_llm({"mode": "llm"}) and not Filter.uses_llm({"mode": "heuristic"})
+
+
 def test_scorer_keeps_above_threshold_rejects_below_and_sends_the_schema():
     good, bad = task(REASONING), task(REASONING)
     for orch in (good, bad):

@@ -31,7 +31,6 @@ ASSISTANT, USER, ENVIRONMENT, EVALUATOR = "assistant", "user", "environment", "e
 GREETING = "Hi! How can I help you today?"
 AGENT_STOP = "###STOP###"
 USER_STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
-SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty", "presence_penalty")
 
 AGENT_INSTRUCTION = """You are a customer service agent. Help the user by following the <policy> below.
 Each turn, do exactly one of these: send a message to the user, or make tool calls. Never both at once.
@@ -263,10 +262,6 @@ def _user_stopped(text: str | None) -> bool:
 # --- agents ---------------------------------------------------------------------------------
 
 
-def _sampling(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: config[k] for k in SAMPLING if config.get(k) is not None}
-
-
 def _unique_ids(turn: Turn, turns: Sequence[Turn], prefix: str) -> None:
     """Servers reuse ids such as ``call_0`` every turn; results must name their own call."""
     seen = {c.id for t in turns for c in t.tool_calls}
@@ -358,7 +353,8 @@ class Tau2Evaluator(Agent):
     async def judge(self, orch: Tau2Orchestrator, messages: list[dict[str, Any]], assertions: Sequence[str]) -> list[dict[str, Any]]:
         result = await self.llm.chat(nl_judge_messages(messages, assertions), json_schema=NL_SCHEMA, sticky_key=orch.task_id,
                                      **self.options.sampling())
-        orch.state["judge_usage"] = {self.context.role: {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}}
+        orch.state["judge_usage"] = {self.context.role: {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
+                                                         "llm": {"resource": result.resource, "model": result.model}}}
         return parse_nl_judgement(result.content, assertions)
 
     async def step(self, orch: Tau2Orchestrator) -> None:

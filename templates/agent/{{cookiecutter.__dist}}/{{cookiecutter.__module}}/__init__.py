@@ -39,7 +39,11 @@ class Task(Orchestrator):
 
 
 class Writer(Agent):
-    """Drafts an answer; on a second draft it also sees its first one and the scorer's feedback."""
+    """Drafts an answer; on a second draft it also sees its first one and the scorer's feedback.
+
+    ``self.llm`` is the LLM resource of the writer's role (``agents.writer.llm``, the run's ``llm``
+    by default); ``redraft_llm: NAME`` sends second drafts to another resource, reached by name.
+    """
 
     uses_llm = True
 
@@ -57,7 +61,9 @@ class Writer(Agent):
                 {"role": "assistant", "content": previous.content or ""},
                 {"role": "user", "content": orch.state["feedback"]},
             ]
-        result = await self.llm.chat(
+        redraft_llm = self.config.get("redraft_llm")
+        llm = self.llm_for(redraft_llm) if redraft_llm and orch.state["drafts"] else self.llm
+        result = await llm.chat(
             messages,
             max_tokens=int(self.config.get("max_tokens", 128)),
             temperature=float(self.config.get("temperature", 0.5)),
