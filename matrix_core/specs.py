@@ -5,7 +5,7 @@ records which plugin registered it, so a duplicate is reported with both package
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field  # noqa: F401
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
