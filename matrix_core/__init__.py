@@ -5,7 +5,7 @@ from .hookspecs import hookimpl
 from .llm import LLMClient, LLMError, LLMResult, to_openai_messages
 from .plugins import PluginHost, get_plugin_host
 from .sandbox import ExecResult, RuntimeClient, Sandbox, ToolRuntime
-from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
+from .protocol import Choice, ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
 from .sink import Sink
 from .specs import (
     AgentSpec,
@@ -22,7 +22,7 @@ from .specs import (
 )
 
 __all__ = [
-    "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
+    "Agent", "AgentContext", "AgentSpec", "Choice", "CommandSpec", "ConfigDirSpec", "ConfigError",
     "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
     "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",

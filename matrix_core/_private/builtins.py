@@ -36,3 +36,10 @@ def register_commands(register):
     register(CommandSpec("plugins", plugins_command, "list installed plugins"))
     register(CommandSpec("new", new_command, "create a plugin from a template"))
     register(CommandSpec("services", services_group, "long-lived LLM services shared by runs"))
+
+
+@hookimpl(specname="register_commands")
+def register_cache_command(register):
+    from .llm_cache import cache_command
+
+    register(CommandSpec("cache", cache_command(), "the LLM response cache: info, clear"))

@@ -48,6 +48,7 @@ class RunSummary:
     startup_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)  # the tool runtime's final stats, if one ran
+    llm_cache: dict[str, int] | None = None  # response cache hits and misses, when cache.enabled
 
     @property
     def tasks_per_s(self) -> float:
@@ -65,6 +66,7 @@ class RunSummary:
             + f" | {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "
             f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
             + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
+            + (f"\n  llm cache: {self.llm_cache['hits']} hits, {self.llm_cache['misses']} misses" if self.llm_cache else "")
         )
 
 
@@ -76,7 +78,8 @@ def redact(value: Any) -> Any:
     """A copy of a config tree with secret-looking keys blanked."""
     if isinstance(value, Mapping):
         return {
-            k: ("***" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v))
+            # Secrets are strings: a number under a key such as max_tokens is a setting.
+            k: ("***" if any(m in str(k).lower() for m in SECRET_MARKERS) and isinstance(v, str) and v else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -455,6 +458,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         for s in stats:
             for role, reps in s["replicas"].items():
                 summary.roles.setdefault(role, []).extend(reps)
+            if s.get("llm_cache"):
+                summary.llm_cache = {k: (summary.llm_cache or {}).get(k, 0) + v for k, v in s["llm_cache"].items()}
         return summary
     finally:
         for actor in actors:

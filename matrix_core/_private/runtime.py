@@ -22,6 +22,7 @@ import ray
 
 from ..agent import AgentContext
 from ..llm import client_from_config
+from .llm_cache import cache_from_config
 from ..protocol import Hop, Orchestrator, Status
 from .plan import RunPlan
 
@@ -192,7 +193,8 @@ class AgentHostImpl:
     async def _start(self) -> None:
         self.sink = ray.get_actor(self.names["sink"])
         if self.plan.llm_endpoints and any(self.plan.roles[r].agent_cls.uses_llm for r, _ in self.placement):
-            self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
+            cache = cache_from_config(self.plan.run_config.get("cache"))
+            self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client, cache=cache)
         for role_name, replica_index in self.placement:
             role = self.plan.roles[role_name]
             ctx = AgentContext(
@@ -342,6 +344,7 @@ class AgentHostImpl:
                 for role, reps in self.replicas.items()
             },
             "lost_sends": self.lost_sends,
+            "llm_cache": self.llm.cache_stats() if self.llm is not None else None,
         }
 
     async def close(self) -> None:
