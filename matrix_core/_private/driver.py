@@ -362,6 +362,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
     runtime_cfg = dict(cfg.get("runtime") or {})
     runtime_spec = host.get("tool_runtime", runtime_cfg["name"]) if runtime_cfg.get("name") else None
     rows = loader.load(dataset_cfg)  # opens the file now: a missing dataset fails before Ray starts
+    # Built before anything starts: a workflow checks its config (and first row) here, in one line.
+    metrics = workflow.metrics(cfg) if workflow.metrics else None
 
     startup = time.perf_counter()
     started_ray = init_ray(run)
@@ -405,7 +407,6 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
             run_config=redact(cfg),
         )
         retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
-        metrics = workflow.metrics(cfg) if workflow.metrics else None
         names = {"sink": f"matrix-sink-{run_id}"}
         owner = {
             "workflow": cfg["workflow"],

@@ -237,7 +237,7 @@ def steps_of(config: Mapping[str, Any]) -> list[str]:
 def check_run(config: Mapping[str, Any]) -> list[str]:
     """Every step's options, templates and schema, and the first readable row against them.
 
-    Raises one ConfigError line; called by the driver (through the metrics) before any task.
+    Raises one ConfigError line; called by the driver (through the metrics) before Ray or the LLM starts.
     """
     steps = steps_of(config)
     agents = config.get("agents") or {}
@@ -293,7 +293,7 @@ class GenerateMetrics(RunMetrics):
     """Per step: outputs, schema-invalid outputs, answers from the cache; tokens; failed rows."""
 
     def __init__(self, config: Mapping[str, Any]):
-        self.steps = check_run(config)  # the driver builds this before any task: bad input stops the run in one line
+        self.steps = check_run(config)  # the driver builds this before Ray and the LLM start: bad input stops the run in one line
         self.rows = self.failed = self.tokens = 0
         self.outputs: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()

@@ -2,16 +2,12 @@
 with logprobs through the Parquet and HF sinks, and the response cache counted at the server."""
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
 
 import matrix_core
 from matrix_core.testing import read_records
-from matrix_plugin_simllm import settings
-from matrix_plugin_simllm.server import SimServer
 
 FAST = ["llm.time_scale=200", "llm.tick_ms=2", "llm.output_tokens.dist=uniform", "llm.output_tokens.min=4", "llm.output_tokens.max=12"]
 JUDGE = "{type:object,properties:{score:{type:integer,minimum:1,maximum:5},why:{type:string}},required:[score,why],additionalProperties:false}"
@@ -88,45 +84,22 @@ def test_n_samples_with_logprobs_reach_the_record_parquet_and_hf(matrix_ray, tmp
         assert answer["logprobs"] == answer["choices"][0]["logprobs"] and answer["reasoning_content"]
 
 
-class ThreadedSimServer:
-    """One simllm server for several runs, so the test counts every request it gets."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = SimServer(settings({"time_scale": 200, "tick_ms": 2, "output_tokens": {"dist": "uniform", "min": 4, "max": 12}}))
-        self.port = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(60)
-
-    @property
-    def received(self) -> int:
-        return self.server.received
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def test_cache_rerun_after_changing_step_two_makes_no_step_one_call(matrix_ray, tmp_path):
-    sim = ThreadedSimServer()
-    try:
-        rows = 4
-        data = dataset(tmp_path, [{"id": i, "topic": f"topic {i}"} for i in range(rows)])
-        common = [
-            "llm=endpoint", f"llm.base_url=http://127.0.0.1:{sim.port}/v1", "llm.model=simllm", f"dataset.path={data}",
-            "cache.enabled=true", f"cache.path={tmp_path / 'cache'}", "steps=[draft,polish]", "~agents.generate",
-            "+agents.draft.type=generate.step", "+agents.draft.prompt='Write about {{ topic }}.'",
-            "+agents.polish.type=generate.step", "+params.temperature=0.8",
-        ]
-        first = run(*common, "+agents.polish.prompt='Polish: {{ draft }}'", f"output.path={tmp_path / 'one.jsonl'}")
-        assert sim.received == 2 * rows and first.llm_cache == {"hits": 0, "misses": 2 * rows}
-        second = run(*common, "+agents.polish.prompt='Shorten: {{ draft }}'", f"output.path={tmp_path / 'two.jsonl'}")
-        assert sim.received == 3 * rows  # only the changed step 2 reached the server
-        assert second.llm_cache == {"hits": rows, "misses": rows} and second.metrics["draft: from cache"] == rows
-        assert "llm cache: 4 hits, 4 misses" in second.text()
-    finally:
-        sim.close()
+def test_cache_rerun_after_changing_step_two_makes_no_step_one_call(matrix_ray, sim_server, tmp_path):
+    sim = sim_server
+    rows = 4
+    data = dataset(tmp_path, [{"id": i, "topic": f"topic {i}"} for i in range(rows)])
+    common = [
+        "llm=endpoint", f"llm.base_url=http://127.0.0.1:{sim.port}/v1", "llm.model=simllm", f"dataset.path={data}",
+        "cache.enabled=true", f"cache.path={tmp_path / 'cache'}", "steps=[draft,polish]", "~agents.generate",
+        "+agents.draft.type=generate.step", "+agents.draft.prompt='Write about {{ topic }}.'",
+        "+agents.polish.type=generate.step", "+params.temperature=0.8",
+    ]
+    first = run(*common, "+agents.polish.prompt='Polish: {{ draft }}'", f"output.path={tmp_path / 'one.jsonl'}")
+    assert sim.received == 2 * rows and first.llm_cache == {"hits": 0, "misses": 2 * rows}
+    second = run(*common, "+agents.polish.prompt='Shorten: {{ draft }}'", f"output.path={tmp_path / 'two.jsonl'}")
+    assert sim.received == 3 * rows  # only the changed step 2 reached the server
+    assert second.llm_cache == {"hits": rows, "misses": rows} and second.metrics["draft: from cache"] == rows
+    assert "llm cache: 4 hits, 4 misses" in second.text()
     one = {r["task_id"]: r for r in read_records(tmp_path / "one.jsonl")}
     two = {r["task_id"]: r for r in read_records(tmp_path / "two.jsonl")}
     assert len(one) == len(two) == rows
