@@ -3,6 +3,7 @@ from .agent import Agent, AgentContext
 from .errors import ConfigError, MatrixError
 from .hookspecs import hookimpl
 from .llm import LLMClient, LLMError, LLMResult, to_openai_messages
+from ._private.llm_cache import LLMCache
 from .plugins import PluginHost, get_plugin_host
 from .sandbox import ExecResult, RuntimeClient, Sandbox, ToolRuntime
 from .protocol import Choice, ErrorInfo, Hop, Offloaded, Orchestrator, Status, ToolCall, Turn, Usage, task_id_for
@@ -23,7 +24,7 @@ from .specs import (
 
 __all__ = [
     "Agent", "AgentContext", "AgentSpec", "Choice", "CommandSpec", "ConfigDirSpec", "ConfigError",
-    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMClient",
+    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMCache", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
     "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",
     "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",

@@ -4,6 +4,8 @@ Retries 429 / 5xx / timeouts / connection errors with exponential backoff and ji
 (honouring ``Retry-After``), caps concurrent requests per endpoint, balances over several
 endpoints by fewest requests in flight and fails over away from a dead one. ``sticky_key``
 pins one task to one endpoint while it is healthy (prefix-cache reuse).
+Every choice, logprobs and reasoning content are kept (:class:`LLMResult`); with a
+``cache`` (:class:`matrix_core.LLMCache`) a repeated request is answered from disk.
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ class Step:
         where = f"agents.{name}"
         unknown = set(section) - STEP_KEYS - FOREIGN_KEYS
         if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]} is not a generate.step option; known: {', '.join(sorted(STEP_KEYS))}")
+            raise ConfigError(f"{where}.{min(unknown)} is not a generate.step option; known: {', '.join(sorted(STEP_KEYS))}")
         opt = {k: top.get(k) for k in INHERITED} | {k: v for k, v in section.items() if v is not None}
         params = {**dict(top.get("params") or {}), **dict(section.get("params") or {})}
         if section.get("n") is not None or top.get("n") is not None:
@@ -68,7 +68,7 @@ class Step:
             raise ConfigError(f"{where}.n must be an integer >= 1, got {params['n']!r}")
         bad = FIXED_PARAMS & set(params)
         if bad:
-            raise ConfigError(f"{where}.params.{sorted(bad)[0]} cannot be set as a sampling param")
+            raise ConfigError(f"{where}.params.{min(bad)} cannot be set as a sampling param")
         prompt = Template(str(opt["prompt"]), f"{where}.prompt") if opt.get("prompt") is not None else None
         if prompt is None and not opt.get("messages_key") and not opt.get("text_key"):
             raise ConfigError(f"{where}: no prompt; set text_key=COLUMN, messages_key=COLUMN or {where}.prompt=TEMPLATE")
@@ -107,7 +107,7 @@ class Step:
             raise StepInputError(f"column {self.params_key!r} holds {type(value).__name__}, not an object of sampling params")
         bad = FIXED_PARAMS & set(value)
         if bad:
-            raise StepInputError(f"column {self.params_key!r} sets {sorted(bad)[0]!r}, which is not a sampling param")
+            raise StepInputError(f"column {self.params_key!r} sets {min(bad)!r}, which is not a sampling param")
         return {**self.params, **value}
 
     def output(self, result: LLMResult) -> tuple[Any, str | None]:
