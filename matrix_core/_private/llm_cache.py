@@ -45,11 +45,15 @@ class LLMCache:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         value = await asyncio.to_thread(self._store.get, key)
-        if value is None:
+        try:
+            completion = json.loads(value) if isinstance(value, str) else None
+        except ValueError:  # a damaged entry: asked again, then overwritten
+            completion = None
+        if not isinstance(completion, dict) or not completion.get("choices"):
             self.misses += 1
             return None
         self.hits += 1
-        return json.loads(value)
+        return completion
 
     async def put(self, key: str, completion: Mapping[str, Any]) -> None:
         # Stored as a JSON string, never pickled: reading the cache runs no code from it.
