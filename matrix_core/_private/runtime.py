@@ -22,8 +22,8 @@ import ray
 
 from ..agent import AgentContext
 from ..llm import client_from_config
-from .llm_cache import cache_from_config
 from ..protocol import Hop, Orchestrator, Status
+from .llm_cache import cache_from_config
 from .plan import RunPlan
 
 log = logging.getLogger("matrix.runtime")
