@@ -115,3 +115,18 @@ def test_parquet_loader_streams_rows(tmp_path):
     assert rows == [(i + 1, {"id": i, "text": f"t{i}"}) for i in range(5)]
     with pytest.raises(ConfigError, match="no parquet file"):
         load_parquet({"path": str(tmp_path / "none")})
+
+
+def test_hf_disk_loader_reads_a_saved_dataset_and_its_splits(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from matrix_plugin_generate import load_hf_disk
+
+    rows = {"id": [1, 2], "text": ["a", "b"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "test": datasets.Dataset.from_dict({"id": [3], "text": ["c"]})}).save_to_disk(str(tmp_path / "two"))
+    assert list(load_hf_disk({"path": str(tmp_path / "one")})) == [(1, {"id": 1, "text": "a"}), (2, {"id": 2, "text": "b"})]
+    assert list(load_hf_disk({"path": str(tmp_path / "two"), "split": "test"})) == [(1, {"id": 3, "text": "c"})]
+    with pytest.raises(ConfigError, match="dataset.split='dev' is not in"):
+        load_hf_disk({"path": str(tmp_path / "two"), "split": "dev"})
+    with pytest.raises(ConfigError, match="not a directory written by datasets"):
+        load_hf_disk({"path": str(tmp_path / "none")})
