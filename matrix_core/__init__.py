@@ -3,8 +3,10 @@ from .agent import Agent, AgentContext
 from .errors import ConfigError, MatrixError
 from .hookspecs import hookimpl
 from .llm import Endpoint, LLMClient, LLMError, LLMResult, ServiceHandle, to_openai_messages
+from ._private.llm_cache import LLMCache
 from .options import (
     AgentOptions,
+    CacheOptions,
     DatasetOptions,
     LLMClientOptions,
     LLMOptions,
@@ -17,7 +19,7 @@ from .options import (
 )
 from .plugins import PluginHost, get_plugin_host
 from .sandbox import ExecResult, RuntimeClient, Sandbox, ToolRuntime
-from .protocol import ErrorInfo, Hop, Offloaded, Orchestrator, Status, TaskState, ToolCall, Turn, Usage, task_id_for
+from .protocol import Choice, ErrorInfo, Hop, Offloaded, Orchestrator, Status, TaskState, ToolCall, Turn, Usage, task_id_for
 from .sink import Sink
 from .specs import (
     AgentSpec,
@@ -32,10 +34,10 @@ from .specs import (
 )
 
 __all__ = [
-    "AgentOptions", "DatasetOptions", "LLMClientOptions", "LLMOptions", "OutputOptions", "ResumeOptions",
+    "AgentOptions", "CacheOptions", "DatasetOptions", "LLMClientOptions", "LLMOptions", "OutputOptions", "ResumeOptions",
     "RoleOptions", "RunOptions", "SamplingOptions", "SinkOptions",
-    "Agent", "AgentContext", "AgentSpec", "CommandSpec", "ConfigDirSpec", "ConfigError",
-    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMClient",
+    "Agent", "AgentContext", "AgentSpec", "Choice", "CommandSpec", "ConfigDirSpec", "ConfigError",
+    "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMCache", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
     "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "TaskState", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",
     "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",

@@ -4,6 +4,8 @@ Retries 429 / 5xx / timeouts / connection errors with exponential backoff and ji
 (honouring ``Retry-After``), caps concurrent requests per endpoint, balances over several
 endpoints by fewest requests in flight and fails over away from a dead one. ``sticky_key``
 pins one task to one endpoint while it is healthy (prefix-cache reuse).
+Every choice, logprobs and reasoning content are kept (:class:`LLMResult`); with a
+``cache`` (:class:`matrix_core.LLMCache`) a repeated request is answered from disk.
 """
 from __future__ import annotations
 
@@ -15,14 +17,17 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import certifi
 import httpx
 
 from .errors import MatrixError
 from .options import LLMClientOptions
-from .protocol import ToolCall, Turn, Usage
+from .protocol import Choice, ToolCall, Turn, Usage
+
+if TYPE_CHECKING:
+    from ._private.llm_cache import LLMCache
 
 log = logging.getLogger("matrix.llm")
 
@@ -71,6 +76,10 @@ class LLMResult:
     finish_reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     resource: str | None = None  # the run's LLM resource that answered (set by the role's client view)
+    reasoning_content: str | None = None
+    logprobs: list[dict[str, Any]] | None = None  # the first choice's ``logprobs.content``
+    choices: list[Choice] = field(default_factory=list)  # every choice, the first included
+    cached: bool = False  # answered from the response cache
 
     def to_turn(self, agent: str | None = None, role: str = "assistant") -> Turn:
         malformed = [c.id for c in self.tool_calls if isinstance(c.arguments, str)]
@@ -86,6 +95,12 @@ class LLMResult:
             latency_s=self.latency_s,
             # Malformed calls are the model's fault, recorded on the turn: the workflow decides what follows.
             meta=meta,
+            reasoning_content=self.reasoning_content,
+            finish_reason=self.finish_reason,
+            model=self.model or None,
+            logprobs=self.logprobs,
+            choices=self.choices if len(self.choices) > 1 else None,
+            cached=True if self.cached else None,
         )
 
 
@@ -150,6 +165,7 @@ class LLMClient:
         dead_cooldown_s: float = 5.0,
         default_params: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        cache: "LLMCache | None" = None,
     ):
         if not endpoints:
             raise LLMError("LLM client has no endpoints")
@@ -162,6 +178,7 @@ class LLMClient:
         self.backoff_max_s = backoff_max_s
         self.dead_cooldown_s = dead_cooldown_s
         self.default_params = dict(default_params or {})
+        self.cache = cache
         mounts = {}
         if transport is None:
             for e in endpoints:
@@ -216,6 +233,11 @@ class LLMClient:
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": dict(json_schema), "strict": True},
             }
+        if self.cache is not None:
+            return await self._cached_chat(body, sticky_key)
+        return await self._send(body, sticky_key)
+
+    async def _send(self, body: dict[str, Any], sticky_key: str | None) -> LLMResult:
         tried: set[int] = set()
         last_error = "no attempt"
         for attempt in range(self.max_retries + 1):
@@ -267,28 +289,63 @@ class LLMClient:
             raise LLMError(f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}")
         state.failures = 0
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-        except (ValueError, KeyError, IndexError) as exc:
+            return _parse_completion(response.json(), body["model"], endpoint.base_url, latency)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise LLMError(f"{endpoint.base_url} sent a malformed completion: {exc}") from None
-        usage = data.get("usage") or {}
-        return LLMResult(
-            content=message.get("content"),
-            tool_calls=_parse_tool_calls(message),
-            usage=Usage(
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
-            ),
-            latency_s=latency,
-            model=data.get("model") or body["model"],
-            endpoint=endpoint.base_url,
-            finish_reason=choice.get("finish_reason"),
-            raw=data,
-        )
+
+    async def _cached_chat(self, body: dict[str, Any], sticky_key: str | None) -> LLMResult:
+        """The response cache in front of :meth:`_send`: a hit makes no call at all."""
+        from ._private.llm_cache import request_key
+
+        key = request_key({"model": self._states[0].endpoint.model, **body})
+        started = time.perf_counter()
+        data = await self.cache.get(key)
+        if data is not None:
+            result = _parse_completion(data, data.get("model") or "", "cache", time.perf_counter() - started)
+            result.cached = True
+            return result
+        result = await self._send(body, sticky_key)
+        await self.cache.put(key, result.raw)
+        return result
+
+    def cache_stats(self) -> dict[str, int] | None:
+        return self.cache.stats() if self.cache is not None else None
 
     async def aclose(self) -> None:
         await asyncio.gather(*(pool.aclose() for pool in self._pools))
+
+
+def _parse_completion(data: Mapping[str, Any], model: str, endpoint: str, latency: float) -> LLMResult:
+    """Everything a completion holds: every choice, logprobs, reasoning, the served model."""
+    choices = [_parse_choice(c) for c in data["choices"]]
+    first = choices[0]
+    usage = data.get("usage") or {}
+    return LLMResult(
+        content=first.content,
+        tool_calls=first.tool_calls,
+        usage=Usage(prompt_tokens=usage.get("prompt_tokens") or 0, completion_tokens=usage.get("completion_tokens") or 0),
+        latency_s=latency,
+        model=data.get("model") or model,
+        endpoint=endpoint,
+        finish_reason=first.finish_reason,
+        raw=dict(data),
+        reasoning_content=first.reasoning_content,
+        logprobs=first.logprobs,
+        choices=choices,
+    )
+
+
+def _parse_choice(choice: Mapping[str, Any]) -> Choice:
+    message = choice.get("message") or {}
+    logprobs = choice.get("logprobs")
+    return Choice(
+        content=message.get("content"),
+        # vLLM and SGLang send ``reasoning_content``; newer vLLM calls it ``reasoning``.
+        reasoning_content=message.get("reasoning_content") or message.get("reasoning"),
+        finish_reason=choice.get("finish_reason"),
+        tool_calls=_parse_tool_calls(message),
+        logprobs=logprobs.get("content") if isinstance(logprobs, Mapping) else None,
+    )
 
 
 class _Retryable(Exception):
@@ -321,8 +378,9 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Mapping[str, Any]) -> LLMClient:
-    """Build the client from the ``llm.client`` config section (typed, or a plain mapping)."""
+def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Mapping[str, Any],
+                       cache: "LLMCache | None" = None) -> LLMClient:
+    """Build the client from the ``llm.client`` config section (typed, or a plain mapping) and the run's response cache."""
     if not isinstance(cfg, LLMClientOptions):
         cfg = LLMClientOptions.model_validate(dict(cfg or {}))
     return LLMClient(
@@ -333,4 +391,5 @@ def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Ma
         backoff_base_s=cfg.backoff_base_s,
         backoff_max_s=cfg.backoff_max_s,
         default_params=cfg.params,
+        cache=cache,
     )

@@ -67,6 +67,14 @@ class ResumeOptions(_Section):
     retry_failed: bool = Field(False, description="re-run tasks the output holds as failed")
 
 
+class CacheOptions(_Section):
+    """``cache``: the opt-in LLM response cache, shared by runs on this machine (``matrix cache info|clear``)."""
+
+    enabled: bool = Field(False, description="answer identical calls (model, messages, tools, params, seed) from disk")
+    path: str = Field("~/.cache/matrix/llm", description="cache directory")
+    size_limit_mb: float = Field(1024, gt=0, description="least recently stored answers are evicted past this")
+
+
 class DatasetOptions(_OpenSection):
     loader: str = Field("jsonl", description="dataset loader plugin (matrix plugins lists them)")
     path: str | None = Field(None, description="file the loader reads")
@@ -162,19 +170,20 @@ class MatrixConfig:
     output: OutputOptions
     sink: SinkOptions
     llm: LLMOptions
+    cache: CacheOptions
     roles: dict[str, Role]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
     "run": RunOptions, "resume": ResumeOptions, "dataset": DatasetOptions, "output": OutputOptions,
-    "sink": SinkOptions, "llm": LLMOptions,
+    "sink": SinkOptions, "llm": LLMOptions, "cache": CacheOptions,
 }
 
 
 def base_node() -> dict[str, Any]:
     """The defaults Hydra composes every workflow over (registered as ``matrix_options``)."""
-    node = {name: SECTIONS[name]().model_dump() for name in ("run", "resume", "dataset", "output")}
+    node = {name: SECTIONS[name]().model_dump() for name in ("run", "resume", "dataset", "output", "cache")}
     node["llm"] = {"client": LLMClientOptions().model_dump()}
     node["llms"] = {}  # named LLM resources: +llm@llms.NAME=BACKEND; roles pick one with agents.ROLE.llm
     return node

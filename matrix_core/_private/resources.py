@@ -240,8 +240,9 @@ class RoleLLM:
 class HostLLMs:
     """One client per resource the roles of one agent host need; per-role views of them."""
 
-    def __init__(self, resources: LLMResources | None, roles: Iterable[str]):
+    def __init__(self, resources: LLMResources | None, roles: Iterable[str], cache: Any = None):
         self.resources = resources
+        self.cache = cache  # one response cache shared by the host's clients (keys include the model)
         self.clients: dict[str, LLMClient] = {}
         self.usage: dict[tuple[str, str, str], list] = {}
         if resources is None:
@@ -251,7 +252,7 @@ class HostLLMs:
                 canonical = resources.aliases[name]
                 if canonical not in self.clients:
                     b = resources.bindings[canonical]
-                    self.clients[canonical] = client_from_config(b.endpoints, b.client)
+                    self.clients[canonical] = client_from_config(b.endpoints, b.client, cache=cache)
 
     def _names(self, role: str) -> list[str]:
         r = self.resources

@@ -21,6 +21,7 @@ import ray
 
 from ..agent import AgentContext
 from ..protocol import Hop, Orchestrator, Status
+from .llm_cache import cache_from_config
 from .messages import Delivery, Directory, LoadReport
 from .plan import RunPlan
 from .resources import HostLLMs
@@ -173,7 +174,8 @@ class AgentHostImpl:
 
     async def _start(self) -> None:
         self.sink = ray.get_actor(self.directory.sink)
-        self.llm = HostLLMs(self.plan.llm_resources, [r for r, _ in self.placement])
+        cache = cache_from_config(self.plan.run_config.get("cache"))
+        self.llm = HostLLMs(self.plan.llm_resources, [r for r, _ in self.placement], cache=cache)
         for role_name, replica_index in self.placement:
             role = self.plan.roles[role_name]
             llm, llms = self.llm.for_role(role_name)
@@ -311,6 +313,7 @@ class AgentHostImpl:
             },
             "lost_sends": self.lost_sends,
             "llm": self.llm.report() if self.llm is not None else [],
+            "llm_cache": self.llm.cache.stats() if self.llm is not None and self.llm.cache is not None else None,
         }
 
     async def close(self) -> None:

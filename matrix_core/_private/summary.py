@@ -27,6 +27,7 @@ class RunSummary:
     metrics: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)  # the tool runtime's final stats, if one ran
     llm: dict[str, Any] = field(default_factory=dict)  # {"resources": {name: totals}, "roles": {role: totals}}
+    llm_cache: dict[str, int] | None = None  # response cache hits and misses, when cache.enabled
 
     @property
     def tasks_per_s(self) -> float:
@@ -45,6 +46,7 @@ class RunSummary:
             f"{self.tokens} tokens ({self.tokens / self.wall_s if self.wall_s else 0:.0f}/s) | output: {self.output}"
             + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
             + summary_lines(self.llm)
+            + (f"\n  llm cache: {self.llm_cache['hits']} hits, {self.llm_cache['misses']} misses" if self.llm_cache else "")
         )
 
 

@@ -1,4 +1,4 @@
-"""The core sub-commands: run, plugins, new, services."""
+"""The core sub-commands: run, plugins, new, services, cache."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..specs import CommandSpec
 @hookimpl
 def register_commands(register):
     # Imported here: the CLI imports the plugin host, which imports this module.
+    from .._private.llm_cache import cache_command
     from .._private.services_cli import services_group
     from ..cli import new_command, plugins_command, run_command
 
@@ -16,3 +17,4 @@ def register_commands(register):
     register(CommandSpec("plugins", plugins_command, "list installed plugins"))
     register(CommandSpec("new", new_command, "create a plugin from a template"))
     register(CommandSpec("services", services_group, "long-lived LLM services shared by runs"))
+    register(CommandSpec("cache", cache_command(), "the LLM response cache: info, clear"))

@@ -57,12 +57,14 @@ def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _validate(s: dict[str, Any]) -> None:
-    for key in ("replicas", "port", "max_num_seqs", "seed"):
+    for key in ("replicas", "port", "max_num_seqs", "seed", "reasoning_tokens"):
         s[key] = int(s[key])
     for key in ("prefill_tps", "decode_tps_single", "decode_alpha", "time_scale", "tick_ms", "startup_timeout_s"):
         s[key] = float(s[key])
     s["detached"] = bool(s["detached"])
     s["model"], s["host"] = str(s["model"]), str(s["host"])
+    if s["reasoning_tokens"] < 0:
+        raise ValueError("reasoning_tokens must be >= 0")
     if s["replicas"] < 1 or s["max_num_seqs"] < 1:
         raise ValueError("replicas and max_num_seqs must be at least 1")
     if s["port"] < 0 or s["port"] + s["replicas"] - 1 > 65535:

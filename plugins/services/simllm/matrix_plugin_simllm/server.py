@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from aiohttp import web
 
 from .engine import Engine, filler, filler_offset, prompt_tokens, sample_length
+from .outputs import check_request, reply_json, token_logprobs
 
 log = logging.getLogger("matrix.simllm")
 
@@ -102,6 +103,9 @@ class SimServer:
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
         if cap is not None and (not isinstance(cap, int) or cap < 1):
             return self._bad(400, f"max_tokens must be a positive integer, got {cap!r}")
+        invalid = check_request(body)
+        if invalid:
+            return self._bad(400, invalid)
 
         self.received += 1
         fault = self.draw_fault()
@@ -121,14 +125,17 @@ class SimServer:
             elif fault == "timeout":
                 return await self._hang()
 
-        n = min(length, cap) if cap else length
+        # Choices after the first draw their own length and text (n=1 draws nothing more).
+        drawn = [(length, offset)] + [(sample_length(self.rng, self.output_spec), filler_offset(self.rng)) for _ in range(int(body.get("n", 1)) - 1)]
+        lengths = [min(k, cap) if cap else k for k, _ in drawn]
         prompt = prompt_tokens(body["messages"])
         try:
-            seq = await self.engine.submit(prompt, n)
+            seqs = await asyncio.gather(*(self.engine.submit(prompt, k) for k in lengths))
         except asyncio.CancelledError:
             self.outcomes["client_gone"] += 1
             raise
         self.outcomes["ok"] += 1
+        seq = seqs[0]
         return web.json_response(
             {
                 "id": f"chatcmpl-simllm-{self.index}-{self.received}",
@@ -136,19 +143,21 @@ class SimServer:
                 "created": int(time.time()),
                 "model": self.model,
                 "system_fingerprint": FINGERPRINT,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": filler(n, offset)},
-                        "finish_reason": "length" if cap and length > cap else "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n},
+                "choices": [self._choice(i, body, k, o, cap) for i, (k, o) in enumerate(drawn)],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": sum(lengths), "total_tokens": prompt + sum(lengths)},
                 # Simulated seconds; not part of the OpenAI schema (clients ignore extra keys).
                 "simllm": {"replica": self.index, **seq.timings()},
             }
         )
+
+    def _choice(self, index: int, body: Mapping[str, Any], length: int, offset: int, cap: int | None) -> dict[str, Any]:
+        n = min(length, cap) if cap else length
+        content = reply_json(body, self.rng) or filler(n, offset)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if self.s["reasoning_tokens"]:
+            message["reasoning_content"] = filler(self.s["reasoning_tokens"], (offset + 97) % 8192)
+        logprobs = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0), self.rng)} if body.get("logprobs") else None
+        return {"index": index, "message": message, "finish_reason": "length" if cap and length > cap else "stop", "logprobs": logprobs}
 
     async def _hang(self) -> web.Response:
         self.hanging += 1
