@@ -59,6 +59,7 @@ CLEAN_ENV = {
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # builds six packages and installs Ray into a fresh venv
 def test_a_user_installs_one_plugin_at_a_time_from_dist(tmp_path):
     dist = tmp_path / "dist"
     built = subprocess.run(
