@@ -56,9 +56,11 @@ CLEAN_ENV = {
     for k, v in os.environ.items()
     if k not in ("PYTHONPATH", "RAY_ADDRESS", "VIRTUAL_ENV") and not k.startswith("MATRIX_")
 }
+CLEAN_ENV.setdefault("RAY_agent_register_timeout_ms", "120000")  # Ray's 15 s agent start-up is short on a loaded box
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # builds six packages and installs Ray into a fresh venv
 def test_a_user_installs_one_plugin_at_a_time_from_dist(tmp_path):
     dist = tmp_path / "dist"
     built = subprocess.run(
