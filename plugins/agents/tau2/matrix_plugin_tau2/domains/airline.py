@@ -151,6 +151,8 @@ class AirlineTools(Toolkit):
     def _key(self, table: str, key: str) -> str | None:
         if self.db.has(table, key):
             return key
+        if not self.behaviour.lenient_lookups:  # tau2: the exact key
+            return None
         if self.db.has(table, key.strip()):
             return key.strip()
         folded = fold_text(key)
