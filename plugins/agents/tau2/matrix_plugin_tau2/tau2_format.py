@@ -215,8 +215,8 @@ def records_to_results(records: Sequence[Mapping[str, Any]], tasks: Sequence[Map
     return {
         "timestamp": datetime.datetime.now().isoformat(),
         "info": {
-            "git_commit": "matrix", "num_trials": int((config.get("run") or {}).get("trials", 1)),
-            "max_steps": int(config.get("max_steps", 100)), "max_errors": int(config.get("max_errors", 10)),
+            "git_commit": "matrix", "num_trials": int((config.get("run") or {}).get("trials") or 1),
+            "max_steps": int(config.get("max_steps") or 100), "max_errors": int(config.get("max_errors") or 10),
             "user_info": {"implementation": "matrix:tau2.user", "llm": llm.get("model"),
                           "llm_args": {k: v for k, v in (agents.get("user") or {}).items() if k in ("temperature", "top_p", "max_tokens")}},
             "agent_info": {"implementation": "matrix:tau2.assistant", "llm": llm.get("model"),

@@ -51,6 +51,19 @@ def test_parity_fixture_every_reward_and_component_equals_tau2s(domain):
     assert 0.0 in rewards and 1.0 in rewards
 
 
+def test_a_call_without_its_required_arguments_fails_with_tau2s_own_text():
+    for domain in DOMAINS:
+        results = read_results(FIXTURE / f"{domain}.json")
+        scored, _ = score_results(results)
+        cases = [s for s in scored["simulations"] if s["id"].endswith(":missing_args_then_gold")]
+        assert cases, domain
+        for sim in cases:
+            first_result = next(m for m in sim["messages"] if m["role"] == "tool" and m["content"].startswith("Error: "))
+            assert "missing" in first_result["content"] and "required" in first_result["content"]
+            warnings = sim["reward_info"]["info"]["matrix"].get("replay_warnings") or []
+            assert not [w for w in warnings if "({})" in w], warnings  # our replay gave tau2's text
+
+
 def test_tau2s_rendering_of_telecom_results_is_a_warning_not_a_zero():
     results = read_results(FIXTURE / "telecom.json")
     scored, summary = score_results(results)
