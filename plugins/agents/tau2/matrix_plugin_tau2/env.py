@@ -205,7 +205,7 @@ class Toolkit:
             else:  # tau2: the arguments as given; only dicts for model parameters become models
                 result = getattr(self, name)(**_models_from_dicts(type(self), name, arguments))
         except Exception as exc:  # tau2 answers any failure of a tool with its text
-            return ToolResult(f"Error: {_message(exc)}", error=True)
+            return ToolResult(f"Error: {_message(exc, self.behaviour.validate_args)}", error=True)
         scalars_as_text = getattr(getattr(type(self), name), "__tau2_scalars_as_text__", False)
         return ToolResult(to_json_str(result, scalars_as_text))
 
@@ -220,12 +220,14 @@ class Toolkit:
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException, validated: bool = True) -> str:
     """The error text of a failed call: the same in every process (the evaluator replays
-    calls elsewhere), so no object reprs with memory addresses and no pydantic inputs."""
+    calls elsewhere), so no object reprs with memory addresses. Argument validation errors
+    name the argument only (their input holds the toolkit); a model's own validation error
+    reads as pydantic writes it, as in tau2."""
     import pydantic
 
-    if isinstance(exc, pydantic.ValidationError):
+    if isinstance(exc, pydantic.ValidationError) and validated:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors(include_url=False))
         return f"{exc.error_count()} validation error(s) for {exc.title}: {problems}"
     if isinstance(exc, KeyError) and exc.args:

@@ -78,18 +78,19 @@ def _criteria_key(task: Mapping[str, Any]) -> Any:
     return actions, sorted(c.get("reward_basis") or ["DB", "COMMUNICATE"]), sorted(c.get("communicate_info") or [])
 
 
-def detect_data_version(domain: str, tasks: Sequence[Mapping[str, Any]]) -> str | None:
-    """The shipped data version whose tasks the file's tasks are (same ids, gold actions,
-    reward basis, communicate info), or None."""
+def detect_data_version(domain: str, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The shipped data versions whose tasks the file's tasks are (same ids, gold actions,
+    reward basis, communicate info). Several when the versions agree on these tasks."""
     from .tasks import load_tasks
 
+    found = []
     for name in VERSIONS:
         shipped = {t["id"]: t for t in load_tasks(domain, None, None, name)}
         if domain == "telecom":
             shipped.update({t["id"]: t for t in load_tasks(domain, "base", None, name)})
         if all(str(t.get("id")) in shipped and _criteria_key(shipped[str(t["id"])]) == _criteria_key(t) for t in tasks):
-            return name
-    return None
+            found.append(name)
+    return found
 
 
 # --- scoring -----------------------------------------------------------------------------
@@ -143,11 +144,12 @@ def score_simulation(domain: str, task: Mapping[str, Any], simulation: Mapping[s
 def score_results(results: Mapping[str, Any], data_version: str | None = None,
                   behaviour_overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the results with every simulation re-scored, a summary). ``data_version`` None: the
-    shipped version the file's tasks are, else the default; its behaviour applies."""
+    shipped version the file's tasks are (the default when it is one of several that match,
+    else the first), else the default; its behaviour applies."""
     domain = results_domain(results)
     tasks = {str(t.get("id")): t for t in results["tasks"]}
     detected = detect_data_version(domain, list(tasks.values()))
-    version = data_version or detected
+    version = data_version or (DEFAULT_VERSION if DEFAULT_VERSION in detected else (detected[0] if detected else None))
     try:
         behaviour = behaviour_for(version, behaviour_overrides)
     except (KeyError, ValueError) as exc:
@@ -167,7 +169,7 @@ def score_results(results: Mapping[str, Any], data_version: str | None = None,
         warned += bool(reward_info["info"]["matrix"].get("replay_warnings"))
     out["simulations"] = sims
     summary = {domain: {"simulations": len(rewards), "avg_reward": sum(rewards) / len(rewards) if rewards else None,
-                        "data_version": version, "tasks_match_data_version": detected == version,
+                        "data_version": version, "tasks_match_data_version": version in detected, "tasks_match": detected,
                         "with_replay_warnings": warned, "unknown_task_ids": sorted(set(missing))}}
     return out, summary
 
