@@ -13,12 +13,15 @@ from matrix_core import AgentSpec, CommandSpec, ConfigDirSpec, DatasetLoaderSpec
 from .env import Domain, Environment, State, Toolkit, ToolError, get_domain
 from .evaluation import evaluate, gold_trajectory, initial_environment, normalize_messages
 from .report import summarize
+from .tau2_format import read_results, records_to_results, score_results
+from .versions import DEFAULT_VERSION, VERSIONS, Behaviour, behaviour_for
 from .tasks import load_dataset, load_tasks
 from .workflow import (
     Tau2Assistant, Tau2Environment, Tau2Evaluator, Tau2Metrics, Tau2Orchestrator, Tau2User, pass_hat_k,
 )
 
 __all__ = [
+    "DEFAULT_VERSION", "VERSIONS", "Behaviour", "behaviour_for", "read_results", "records_to_results", "score_results",
     "Domain", "Environment", "State", "Tau2Assistant", "Tau2Environment", "Tau2Evaluator", "Tau2Metrics",
     "Tau2Orchestrator", "Tau2User", "ToolError", "Toolkit", "evaluate", "get_domain", "gold_trajectory",
     "initial_environment", "load_dataset", "load_tasks", "normalize_messages", "pass_hat_k", "summarize",
@@ -52,4 +55,4 @@ def register_config_dirs(register):
 def register_commands(register):
     from .report import tau2_group
 
-    register(CommandSpec("tau2", tau2_group, "tau2 tools: `matrix tau2 report OUT.jsonl`"))
+    register(CommandSpec("tau2", tau2_group, "tau2 tools: `matrix tau2 report OUT.jsonl`, `score RESULTS.json`, `export OUT.jsonl -o RESULTS.json`"))

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-DATA_DIR = Path(__file__).parent / "data"
+from .versions import DATA_DIR, Behaviour
+
+DEFAULT_BEHAVIOUR = Behaviour()
 
 
 class ToolError(Exception):
@@ -136,11 +138,16 @@ def _deep_merge(target: dict, patch: Mapping[str, Any]) -> None:
 READ, WRITE, THINK, GENERIC = "read", "write", "think", "generic"
 
 
-def tool(kind: str = READ) -> Callable[[Callable], Callable]:
-    """Marks a toolkit method as a tool the model can call. ``kind`` WRITE tools change state."""
+def tool(kind: str = READ, scalars_as_text: bool = False) -> Callable[[Callable], Callable]:
+    """Marks a toolkit method as a tool the model can call. ``kind`` WRITE tools change state.
+
+    ``scalars_as_text``: the result is a dict that tau2 builds by hand (not a model), whose
+    number and bool values tau2's rendering writes as strings (``"charge": "4.0"``).
+    """
 
     def mark(fn: Callable) -> Callable:
         fn.__tau2_tool__ = kind
+        fn.__tau2_scalars_as_text__ = scalars_as_text
         return fn
 
     return mark
@@ -166,6 +173,10 @@ class Toolkit:
         self.db = db
         self.env = env
 
+    @property
+    def behaviour(self) -> Behaviour:
+        return self.env.behaviour if self.env is not None else DEFAULT_BEHAVIOUR
+
     @classmethod
     def tool_kinds(cls) -> dict[str, str]:
         return _tool_kinds(cls)
@@ -189,10 +200,14 @@ class Toolkit:
         if not isinstance(arguments, Mapping):
             return ToolResult("Error: tool arguments must be a JSON object", error=True)
         try:
-            result = _validated(type(self), name)(self, **arguments)
-        except (ToolError, ValueError, TypeError, KeyError) as exc:
-            return ToolResult(f"Error: {_message(exc)}", error=True)
-        return ToolResult(to_json_str(result))
+            if self.behaviour.validate_args:
+                result = _validated(type(self), name)(self, **arguments)
+            else:  # tau2: the arguments as given; only dicts for model parameters become models
+                result = getattr(self, name)(**_models_from_dicts(type(self), name, arguments))
+        except Exception as exc:  # tau2 answers any failure of a tool with its text
+            return ToolResult(f"Error: {_message(exc, self.behaviour.validate_args)}", error=True)
+        scalars_as_text = getattr(getattr(type(self), name), "__tau2_scalars_as_text__", False)
+        return ToolResult(to_json_str(result, scalars_as_text))
 
     def call_function(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
         """Calls any public method by name (initialization actions, assertions)."""
@@ -202,18 +217,65 @@ class Toolkit:
         return fn(**dict(arguments or {}))
 
 
-def _message(exc: BaseException) -> str:
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _message(exc: BaseException, validated: bool = True) -> str:
+    """The error text of a failed call: the same in every process (the evaluator replays
+    calls elsewhere), so no object reprs with memory addresses. Argument validation errors
+    name the argument only (their input holds the toolkit); a model's own validation error
+    reads as pydantic writes it, as in tau2."""
+    import pydantic
+
+    if isinstance(exc, pydantic.ValidationError) and validated:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors(include_url=False))
+        return f"{exc.error_count()} validation error(s) for {exc.title}: {problems}"
     if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    return str(exc)
+        return _ADDRESS.sub("", str(exc.args[0]))
+    return _ADDRESS.sub("", str(exc))
 
 
-def to_json_str(result: Any) -> str:
+def to_json_str(result: Any, scalars_as_text: bool = False) -> str:
+    """A tool's result as tau2 renders it: text as is, a number or bool as ``str()``, else
+    JSON; with ``scalars_as_text`` the dict's number and bool values become strings."""
     if isinstance(result, str):
         return result
     if hasattr(result, "model_dump"):
         result = result.model_dump(mode="json")
+    if isinstance(result, (bool, int, float)):
+        return str(result)
+    if scalars_as_text and isinstance(result, dict):
+        result = {k: str(v) if isinstance(v, (bool, int, float)) else v for k, v in result.items()}
     return json.dumps(result, default=str)
+
+
+@functools.cache
+def _model_params(cls: type, name: str) -> dict[str, tuple[type, bool]]:
+    """Parameters typed as a pydantic model, or a list of one: name -> (model, is_list)."""
+    import typing
+
+    import pydantic
+
+    out = {}
+    for pname, param in list(inspect.signature(getattr(cls, name), eval_str=True).parameters.items())[1:]:
+        ann, is_list = param.annotation, False
+        if typing.get_origin(ann) in (list, typing.List):
+            ann, is_list = (typing.get_args(ann) or (None,))[0], True
+        if isinstance(ann, type) and issubclass(ann, pydantic.BaseModel):
+            out[pname] = (ann, is_list)
+    return out
+
+
+def _models_from_dicts(cls: type, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """As tau2's tools do: a dict (or a list of only dicts) for a model parameter becomes the model."""
+    args = dict(arguments)
+    for pname, (model, is_list) in _model_params(cls, name).items():
+        value = args.get(pname)
+        if is_list and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            args[pname] = [model(**v) for v in value]
+        elif not is_list and isinstance(value, dict):
+            args[pname] = model(**value)
+    return args
 
 
 @functools.cache
@@ -361,8 +423,8 @@ class Domain:
     def user_db(self) -> Mapping[str, Mapping[str, Any]] | None:
         return self.load_user_db() if self.load_user_db else None
 
-    def environment(self, snapshot: Mapping[str, Any] | None = None) -> Environment:
-        return Environment(self, snapshot)
+    def environment(self, snapshot: Mapping[str, Any] | None = None, behaviour: Behaviour | None = None) -> Environment:
+        return Environment(self, snapshot, behaviour)
 
 
 class Environment:
@@ -372,9 +434,10 @@ class Environment:
     ``domain.environment(snapshot)`` rebuilds the environment in any process.
     """
 
-    def __init__(self, domain: Domain, snapshot: Mapping[str, Any] | None = None):
+    def __init__(self, domain: Domain, snapshot: Mapping[str, Any] | None = None, behaviour: Behaviour | None = None):
         snapshot = snapshot or {}
         self.domain = domain
+        self.behaviour = behaviour or DEFAULT_BEHAVIOUR
         self.db = State(domain.db, copy.deepcopy(snapshot.get("db") or {}))
         self.assistant = domain.assistant_tools(self.db, self)
         self.user_state: State | None = None
@@ -389,14 +452,16 @@ class Environment:
             raise ToolError(f"domain {self.domain.name!r} has no {side} tools")
         return kit
 
-    def call_tool(self, side: str, name: str, arguments: Any) -> ToolResult:
-        """A tool call by the assistant or the user, then the domain's sync."""
+    def call_tool(self, side: str, name: str, arguments: Any, sync: bool = True) -> ToolResult:
+        """A tool call by the assistant or the user, then the domain's sync (tau2 skips it
+        when it builds the gold environment: ``sync=False``)."""
         try:
             kit = self.toolkit(side)
         except ToolError as exc:
             return ToolResult(f"Error: {exc}", error=True)
         result = kit.invoke(name, arguments)
-        self.sync()
+        if sync:
+            self.sync()
         return result
 
     def replay(self, actions: list[Mapping[str, Any]]) -> list[ToolResult]:

@@ -2,16 +2,17 @@
 
 ``evaluate(domain, task, messages, ...)`` scores one finished trajectory the way tau2 does:
 
-- **DB**: the trajectory's state-changing tool calls (both sides, initial history included)
-  are replayed on a fresh environment, the gold actions on another; the two agent databases
-  and the two user databases must be equal. A replayed call whose result differs from the
-  recorded one makes the trajectory unscorable (reward 0), as tau2's strict replay does.
+- **DB**: the trajectory's tool calls (both sides, initial history included) are replayed
+  on a fresh environment, the gold actions on another; the two agent databases and the two
+  user databases must be equal. Recorded results need not match the replay's text (other
+  implementations word and format them differently, e.g. tau2's telecom writes numbers as
+  strings): each difference is a warning in ``info.replay_warnings``, never a zero.
 - **ENV_ASSERTION**: the task's assertions run on the replayed environment.
 - **COMMUNICATE**: each ``communicate_info`` string occurs in some assistant text
   (case-insensitive, commas removed from the text).
 - **NL_ASSERTION**: an LLM judge grades each assertion against the transcript.
 - **ACTION**: each gold action is matched by some tool call (name and compared arguments);
-  the component is the mean over the gold actions.
+  the component is 1 when all are matched, or the mean (``Behaviour.action_reward``).
 
 The reward is the product of the components in the task's ``reward_basis`` (default
 ``[DB, COMMUNICATE]``); a trajectory that did not end with a user or agent stop gets 0.
@@ -25,7 +26,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .env import READ, THINK, Domain, Environment, get_domain
+from .env import Domain, Environment, get_domain
+from .versions import Behaviour, behaviour_for
 
 DB, ENV_ASSERTION, NL_ASSERTION, ACTION, COMMUNICATE = "DB", "ENV_ASSERTION", "NL_ASSERTION", "ACTION", "COMMUNICATE"
 DEFAULT_REWARD_BASIS = (DB, COMMUNICATE)
@@ -73,18 +75,28 @@ def _call(c: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": c.get("id"), "name": name or "", "arguments": {} if args is None else args}
 
 
-def _calls_with_results(messages: Sequence[Mapping[str, Any]]) -> Iterable[tuple[str, dict, dict | None]]:
-    """(requestor, call, its tool message) in trajectory order; results pair with calls in order."""
+def _calls_with_results(messages: Sequence[Mapping[str, Any]], warnings: list[str] | None = None) -> Iterable[tuple[str, dict, dict | None]]:
+    """(requestor, call, its tool message or None) in trajectory order.
+
+    tau2 pairs each call with the next message by id and refuses a trajectory where that
+    fails; a scorer of anyone's trajectories pairs by id where it can and notes the rest.
+    """
     i = 0
     while i < len(messages):
         m = messages[i]
         i += 1
         if m["role"] == "tool":
-            raise ValueError("a tool message does not follow a tool call")
+            if warnings is not None:
+                warnings.append(f"message {i - 1}: a tool result that follows no tool call; ignored")
+            continue
         for call in m.get("tool_calls") or []:
             result = messages[i] if i < len(messages) and messages[i]["role"] == "tool" else None
             if result is not None:
                 i += 1
+                if warnings is not None and result.get("id") not in (None, call.get("id")):
+                    warnings.append(f"tool result {result.get('id')!r} answers call {call.get('id')!r}")
+            elif warnings is not None:
+                warnings.append(f"call {call.get('id')!r} ({call['name']}) has no tool result")
             yield m["role"], call, result
 
 
@@ -95,16 +107,58 @@ def _parsed(text: Any) -> Any:
         return text
 
 
-def replay_messages(env: Environment, messages: Sequence[Mapping[str, Any]], strict: bool = True) -> None:
-    """Re-runs the trajectory's state-changing tool calls (reads are skipped, as in tau2)."""
-    for side, call, result in _calls_with_results(messages):
-        kit = env.user if side == "user" else env.assistant
-        kinds = kit.tool_kinds() if kit is not None else {}
-        if call["name"] not in kinds or kinds[call["name"]] in (READ, THINK):
-            continue  # an unknown tool changed nothing live either
+def _scalars_as_text(value: Any) -> Any:
+    """Numbers and bools written one way (tau2's hand-built dicts hold them as strings): a view
+    of a result in which two renderings of the same values are equal."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    if isinstance(value, str):
+        try:
+            return repr(float(value))
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return {k: _scalars_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scalars_as_text(v) for v in value]
+    return value
+
+
+def result_difference(replayed: str, recorded: str) -> str | None:
+    """None when equal as tau2 compares them (as JSON, else as text); "format" when they
+    differ only in how numbers are written; "content" otherwise."""
+    got, want = _parsed(replayed), _parsed(recorded)
+    if got == want:
+        return None
+    if _scalars_as_text(got) == _scalars_as_text(want):
+        return "format"
+    if isinstance(got, str) and isinstance(want, str) and got.startswith("Error") and want.startswith("Error"):
+        return "error text"  # both failed, worded differently (another implementation's messages)
+    return "content"
+
+
+def replay_messages(env: Environment, messages: Sequence[Mapping[str, Any]], strict: bool = False,
+                    warnings: list[str] | None = None) -> None:
+    """Re-runs the trajectory's tool calls in order, as tau2 does (reads too, then sync).
+
+    The recorded results are compared with the replay's: ``strict`` raises
+    :class:`ReplayMismatch` on a difference (tau2's own replay); otherwise each difference
+    is a line in ``warnings`` and the state the replay reaches is what gets scored.
+    """
+    for n, (side, call, result) in enumerate(_calls_with_results(messages, warnings)):
         got = env.call_tool(side, call["name"], call["arguments"])
-        if strict and result is not None and _parsed(got.content) != _parsed(result["content"]):
-            raise ReplayMismatch(f"replayed {side} call {call['name']}({_short(call['arguments'])}) returned {_short(got.content)}, the trajectory recorded {_short(result['content'])}")
+        if result is None:
+            continue
+        kind = result_difference(got.content, result["content"])
+        if kind is None:
+            continue
+        text = f"replayed {side} call {call['name']}({_short(call['arguments'])}) returned {_short(got.content)}, the trajectory recorded {_short(result['content'])}"
+        if strict:
+            raise ReplayMismatch(text)
+        if warnings is not None:
+            warnings.append(f"tool result differs ({kind}): {text}")
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -112,45 +166,44 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def initial_environment(domain: Domain, task: Mapping[str, Any]) -> Environment:
+def initial_environment(domain: Domain, task: Mapping[str, Any], behaviour: Behaviour | None = None) -> Environment:
     """A fresh environment with the task's initial state (data, actions, history's tool calls)."""
-    env = domain.environment()
+    env = domain.environment(behaviour=behaviour)
     initial = task.get("initial_state") or {}
     env.apply_initial_state(initial)
     replay_messages(env, normalize_messages(initial.get("message_history") or []))
+    env.sync()
     return env
 
 
 # --- components -------------------------------------------------------------------------
 
 
-def _env_component(domain: Domain, task: Mapping[str, Any], messages: list[dict], criteria: Mapping[str, Any]) -> dict[str, Any]:
+def _env_component(domain: Domain, task: Mapping[str, Any], messages: list[dict], criteria: Mapping[str, Any],
+                   behaviour: Behaviour, warnings: list[str]) -> dict[str, Any]:
     actions, assertions = criteria.get("actions"), criteria.get("env_assertions")
     if actions is None and assertions is None:
-        return {"db_check": {"db_match": True, "db_reward": 1.0}, "env_assertions": [], "info": {"note": "No expected actions or env assertions"}, "env": None}
+        return {"db_check": {"db_match": True, "db_reward": 1.0}, "env_assertions": [], "info": {"note": "No expected actions or env assertions"},
+                "env": None, "scored": False}
     initial = task.get("initial_state") or {}
-    predicted = domain.environment()
+    predicted = domain.environment(behaviour=behaviour)
     predicted.apply_initial_state(initial)
-    replay_messages(predicted, messages)  # the trajectory includes the initial history
+    replay_messages(predicted, messages, warnings=warnings)  # the trajectory includes the initial history
+    predicted.sync()
 
-    gold = initial_environment(domain, task)
+    gold = initial_environment(domain, task, behaviour)
     failed = []
     for action in actions or []:
         side = action.get("requestor") or "assistant"
-        result = gold.call_tool(side, action["name"], action.get("arguments") or {})
-        kit = gold.user if side == "user" else gold.assistant
-        kind = kit.tool_kinds().get(action["name"]) if kit is not None else None
-        if result.error and kind not in (READ, THINK):
+        # tau2 runs gold actions without the per-call sync (it matters for telecom's user DB)
+        result = gold.call_tool(side, action["name"], action.get("arguments") or {}, sync=False)
+        if result.error:
             failed.append({"action_id": action.get("action_id"), "tool_name": action["name"], "requestor": side, "error": result.content})
     agent_equal, user_equal = predicted.same_state(gold)
     match = agent_equal and user_equal
-    info: dict[str, Any] = {}
-    db_check: dict[str, Any] | None = {"db_match": match, "db_reward": 1.0 if match else 0.0, "agent_db_match": agent_equal, "user_db_match": user_equal}
-    if failed:
-        # A gold state that could not be built certifies nothing; a mismatch still fails.
-        info = {"gold_replay_incomplete": True, "failed_mutating_actions": failed, "db_evaluated": not match}
-        if match:
-            db_check = None
+    db_check: dict[str, Any] = {"db_match": match, "db_reward": 1.0 if match else 0.0, "agent_db_match": agent_equal, "user_db_match": user_equal}
+    # A gold action that fails changes nothing in tau2 either; noted, scored as tau2 scores it.
+    info = {"gold_actions_failed": failed} if failed else None
 
     checks = []
     for a in assertions or []:
@@ -160,40 +213,24 @@ def _env_component(domain: Domain, task: Mapping[str, Any], messages: list[dict]
         met = value == a.get("assert_value", True)
         checks.append({"env_type": a["env_type"], "func_name": a["func_name"], "arguments": a.get("arguments") or {},
                        "assert_value": a.get("assert_value", True), "met": met, "reward": 1.0 if met else 0.0})
-    return {"db_check": db_check, "env_assertions": checks, "info": info or None, "env": predicted}
-
-
-def _compare_args(value: Any) -> Any:
-    """Nested JSON strings compare by meaning, not by formatting."""
-    if isinstance(value, str):
-        s = value.strip()
-        if s.startswith(("{", "[")):
-            try:
-                return _compare_args(json.loads(s))
-            except ValueError:
-                return value
-        return value
-    if isinstance(value, dict):
-        return {k: _compare_args(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_compare_args(v) for v in value]
-    return value
+    return {"db_check": db_check, "env_assertions": checks, "info": info, "env": predicted, "scored": True}
 
 
 def action_matches(action: Mapping[str, Any], call: Mapping[str, Any]) -> bool:
+    """tau2's match: same name, and equal values for ``compare_args`` (default: the keys the call gave)."""
     if action["name"] != call["name"] or not isinstance(call["arguments"], Mapping):
         return False
     keys = action.get("compare_args")
     if keys is None:
-        keys = list(call["arguments"])  # tau2 compares the arguments the call gave
+        keys = list(call["arguments"])
     if not keys:
         return True
-    got = {k: _compare_args(v) for k, v in call["arguments"].items() if k in keys}
-    want = {k: _compare_args(v) for k, v in (action.get("arguments") or {}).items() if k in keys}
+    got = {k: v for k, v in call["arguments"].items() if k in keys}
+    want = {k: v for k, v in (action.get("arguments") or {}).items() if k in keys}
     return got == want
 
 
-def _action_component(domain: Domain, messages: list[dict], actions: Sequence[Mapping[str, Any]]) -> tuple[float, list[dict]]:
+def _action_component(domain: Domain, messages: list[dict], actions: Sequence[Mapping[str, Any]], behaviour: Behaviour) -> tuple[float, list[dict]]:
     calls = [c for m in messages if m["role"] in ("assistant", "user") for c in m.get("tool_calls") or []]
     kinds = {**(domain.user_tools.tool_kinds() if domain.user_tools else {}), **domain.assistant_tools.tool_kinds()}
     checks = []
@@ -201,7 +238,11 @@ def _action_component(domain: Domain, messages: list[dict], actions: Sequence[Ma
         matched = any(action_matches(action, c) for c in calls)
         checks.append({"action_id": action.get("action_id"), "name": action["name"], "requestor": action.get("requestor") or "assistant",
                        "action_match": matched, "action_reward": 1.0 if matched else 0.0, "tool_type": kinds.get(action["name"])})
-    return (sum(c["action_reward"] for c in checks) / len(checks) if checks else 1.0), checks
+    if not checks:
+        return 1.0, checks
+    if behaviour.action_reward == "mean":
+        return sum(c["action_reward"] for c in checks) / len(checks), checks
+    return (1.0 if all(c["action_match"] for c in checks) else 0.0), checks
 
 
 def _communicate_component(messages: list[dict], infos: Sequence[str]) -> tuple[float, list[dict]]:
@@ -275,6 +316,8 @@ def evaluate(
     final_snapshot: Mapping[str, Any] | None = None,
     judge: Callable[[list[dict[str, str]]], str | None] | None = None,
     nl_checks: Sequence[Mapping[str, Any]] | None = None,
+    data_version: str | None = None,
+    behaviour: Behaviour | None = None,
 ) -> dict[str, Any]:
     """Scores one trajectory (the whole conversation, initial history included) as tau2 does.
 
@@ -282,8 +325,13 @@ def evaluate(
     them (or pass the verdicts as ``nl_checks``); without either the component is listed in
     ``unevaluated`` and left out of the product. ``final_snapshot`` (the live run's
     ``env.snapshot()``) is compared with the replay, as a consistency check in ``info``.
+    ``behaviour`` defaults to the one of ``data_version`` (see :mod:`.versions`).
+
+    Recorded tool results need not match the replay's text: each difference is a line in
+    ``info.replay_warnings`` and the score is that of the state the replay reaches.
     """
     domain = get_domain(domain) if isinstance(domain, str) else domain
+    behaviour = behaviour or behaviour_for(data_version)
     criteria = task.get("evaluation_criteria")
     if termination_reason not in SCORED_TERMINATIONS:
         return _info(0.0, None, note=f"Simulation terminated prematurely. Termination reason: {termination_reason}")
@@ -291,11 +339,13 @@ def evaluate(
         return _info(1.0, None, note="No evaluation criteria")
     basis = list(criteria.get("reward_basis") or DEFAULT_REWARD_BASIS)
     msgs = normalize_messages(messages)
+    warnings: list[str] = []
     try:
-        env_part = _env_component(domain, task, msgs, criteria)
-    except Exception as exc:  # tau2 grades a trajectory it cannot replay as 0 and goes on
-        return _info(0.0, basis, note="evaluation failed: the trajectory could not be replayed", error=f"{type(exc).__name__}: {exc}")
-    action_reward, action_checks = _action_component(domain, msgs, criteria.get("actions") or [])
+        env_part = _env_component(domain, task, msgs, criteria, behaviour, warnings)
+    except Exception as exc:  # an assertion that cannot run: this trajectory gets 0, the run goes on
+        return _info(0.0, basis, note="evaluation failed: the environment could not be evaluated", error=f"{type(exc).__name__}: {exc}",
+                     replay_warnings=warnings)
+    action_reward, action_checks = _action_component(domain, msgs, criteria.get("actions") or [], behaviour)
     comm_reward, comm_checks = _communicate_component(msgs, criteria.get("communicate_info") or [])
     assertions = criteria.get("nl_assertions") or []
     if nl_checks is None and judge is not None and NL_ASSERTION in basis and assertions:
@@ -304,10 +354,11 @@ def evaluate(
     breakdown: dict[str, float] = {}
     unevaluated: list[str] = []
     db_check = env_part["db_check"]
-    if DB in basis and db_check is not None:
-        breakdown[DB] = db_check["db_reward"]
-    if ENV_ASSERTION in basis:
-        breakdown[ENV_ASSERTION] = 1.0 if all(c["met"] for c in env_part["env_assertions"]) else 0.0
+    if env_part["scored"]:  # tau2 lists no env component when there was nothing to compare
+        if DB in basis:
+            breakdown[DB] = db_check["db_reward"]
+        if ENV_ASSERTION in basis:
+            breakdown[ENV_ASSERTION] = 1.0 if all(c["met"] for c in env_part["env_assertions"]) else 0.0
     if ACTION in basis:
         breakdown[ACTION] = action_reward
     if COMMUNICATE in basis:
@@ -324,8 +375,10 @@ def evaluate(
         reward *= value
 
     info: dict[str, Any] = {"env": env_part["info"]}
+    if warnings:
+        info["replay_warnings"] = warnings
     if final_snapshot is not None and env_part["env"] is not None:
-        live = domain.environment(final_snapshot)
+        live = domain.environment(final_snapshot, behaviour)
         agent_same, user_same = live.same_state(env_part["env"])
         info["live_state_matches_replay"] = agent_same and user_same
     out = _info(reward, basis)
@@ -339,12 +392,12 @@ def _info(reward: float, basis: list[str] | None, **info: Any) -> dict[str, Any]
             "communicate_checks": [], "nl_assertions": None, "unevaluated": [], "info": info}
 
 
-def gold_trajectory(task: Mapping[str, Any], domain: Domain | str | None = None) -> list[dict[str, Any]]:
+def gold_trajectory(task: Mapping[str, Any], domain: Domain | str | None = None, behaviour: Behaviour | None = None) -> list[dict[str, Any]]:
     """The task's gold actions as a trajectory: the initial history, then each action as a
     tool call of its requestor followed by the result a fresh environment gives it."""
     domain = get_domain(domain or task.get("domain") or "mock") if not isinstance(domain, Domain) else domain
     initial = (task.get("initial_state") or {}).get("message_history") or []
-    env = initial_environment(domain, task)
+    env = initial_environment(domain, task, behaviour)
     messages = normalize_messages(initial)
     for i, action in enumerate((task.get("evaluation_criteria") or {}).get("actions") or []):
         side = action.get("requestor") or "assistant"

@@ -7,38 +7,44 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from matrix_core import ConfigError
 
-from .env import DATA_DIR, DOMAINS, load_json
+from .env import DOMAINS, load_json
+from .versions import DEFAULT_VERSION, behaviour_for, get_version
 
 SPLITS = ("train", "test", "base")
 
 
 @functools.lru_cache(maxsize=None)
-def _task_file(domain: str, variant: str) -> tuple[dict[str, Any], ...]:
-    return tuple(load_json(DATA_DIR / "domains" / domain / f"{variant}.json"))
+def _task_file(domain: str, variant: str, version: str = DEFAULT_VERSION) -> tuple[dict[str, Any], ...]:
+    return tuple(load_json(get_version(version).path(f"domains/{domain}/{variant}.json")))
 
 
 @functools.lru_cache(maxsize=None)
-def _splits(domain: str) -> dict[str, list[str]]:
-    path = DATA_DIR / "domains" / domain / "split_tasks.json"
+def _splits(domain: str, version: str = DEFAULT_VERSION) -> dict[str, list[str]]:
+    path = get_version(version).path(f"domains/{domain}/split_tasks.json")
     return load_json(path) if path.is_file() else {}
 
 
-def split_names(domain: str) -> list[str]:
-    return sorted(_splits(domain))
+def split_names(domain: str, data_version: str | None = None) -> list[str]:
+    return sorted(_splits(domain, data_version or DEFAULT_VERSION))
 
 
-def load_tasks(domain: str, split: str | None = None, task_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def load_tasks(domain: str, split: str | None = None, task_ids: Sequence[str] | None = None,
+               data_version: str | None = None) -> list[dict[str, Any]]:
     """The domain's tasks, in file order: all of them, one split's, or the named ids.
 
     ``split`` is a key of the domain's ``split_tasks.json`` (train / test / base); telecom's
-    ``base`` is its original 114-task file, as in tau2.
+    ``base`` is its original 114-task file, as in tau2. ``data_version``: see :mod:`.versions`.
     """
     if domain not in DOMAINS:
         raise ConfigError(f"unknown tau2 domain {domain!r}; known: {', '.join(DOMAINS)}")
+    try:
+        version = get_version(data_version).name
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
     variant = "tasks_base" if domain == "telecom" and split == "base" else "tasks"
-    tasks = _task_file(domain, variant)
+    tasks = _task_file(domain, variant, version)
     if split is not None and variant == "tasks":
-        splits = _splits(domain)
+        splits = _splits(domain, version)
         if split not in splits:
             raise ConfigError(f"tau2 domain {domain!r} has no split {split!r}; it has: {', '.join(sorted(splits)) or 'none'}")
         wanted = set(splits[split])
@@ -57,8 +63,13 @@ def load_tasks(domain: str, split: str | None = None, task_ids: Sequence[str] | 
 def load_dataset(cfg: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
     """Dataset loader ``tau2``: one row per task, ``{"id", "domain", "task"}``.
 
-    Config: ``domain``, ``split`` (null = every task), ``task_ids`` (list or comma string).
+    Config: ``domain``, ``split`` (null = every task), ``task_ids`` (list or comma string),
+    ``data_version`` (null = the default), ``behaviour`` (checked here, before Ray starts).
     """
+    try:
+        behaviour_for(cfg.get("data_version"), cfg.get("behaviour") or {})
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(str(exc.args[0]) if exc.args else str(exc)) from None
     domain = str(cfg.get("domain") or "mock")
     split = cfg.get("split") or None
     ids = cfg.get("task_ids")
@@ -66,7 +77,7 @@ def load_dataset(cfg: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
         ids = [i.strip() for i in ids.split(",") if i.strip()]
     elif isinstance(ids, (int, float)):
         ids = [str(ids)]
-    tasks = load_tasks(domain, split, list(ids) if ids else None)  # errors now, before Ray starts
+    tasks = load_tasks(domain, split, list(ids) if ids else None, cfg.get("data_version"))  # errors now, before Ray starts
 
     def rows() -> Iterator[tuple[int, Any]]:
         for number, task in enumerate(tasks, start=1):

@@ -13,10 +13,12 @@ Everything a task needs travels in the orchestrator: the task (payload), the mes
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pydantic import Field
@@ -26,6 +28,7 @@ from matrix_core import Agent, Orchestrator, RunMetrics, SamplingOptions, ToolCa
 from .env import DATA_DIR, get_domain
 from .evaluation import NL_ASSERTION, NL_SCHEMA, evaluate, initial_environment, nl_judge_messages, normalize_messages, parse_nl_judgement
 from .tasks import scenario_text
+from .versions import Behaviour, behaviour_for, get_version
 
 ASSISTANT, USER, ENVIRONMENT, EVALUATOR = "assistant", "user", "environment", "evaluator"
 GREETING = "Hi! How can I help you today?"
@@ -146,13 +149,16 @@ class Tau2Orchestrator(Orchestrator):
             raise ValueError("row is not a tau2 task (needs 'id' and 'user_scenario')")
         domain = str(row.get("domain") or (config.get("dataset") or {}).get("domain") or config.get("domain") or "mock")
         get_domain(domain)  # an unknown domain fails this row now
+        version = get_version(config.get("data_version")).name
+        behaviour = behaviour_for(version, config.get("behaviour") or {})
         max_steps, max_errors = int(config.get("max_steps", 100)), int(config.get("max_errors", 10))
         if max_steps < 1 or max_errors < 1:
             raise ValueError(f"max_steps={max_steps}, max_errors={max_errors}: both must be at least 1")
         orch = cls(
             task_id=task_id_for(row_key, trial), row_key=row_key, trial=trial,
             payload={"domain": domain, "task": dict(task)},
-            state={"domain": domain, "tau2_task_id": str(task["id"]), "max_steps": max_steps, "max_errors": max_errors,
+            state={"domain": domain, "tau2_task_id": str(task["id"]), "data_version": version, "behaviour": dataclasses.asdict(behaviour),
+                   "max_steps": max_steps, "max_errors": max_errors,
                    "tau2_steps": 0, "errors": 0, "to": None, "frm": None, "done": False, "termination_reason": None,
                    "snapshot": None, "evaluated": False, "reward": None, "reward_info": None},
         )
@@ -245,6 +251,7 @@ class Tau2Orchestrator(Orchestrator):
         record.update(
             domain=domain,
             tau2_task_id=self.state.get("tau2_task_id"),
+            data_version=self.state.get("data_version"),
             messages=assistant_messages(assistant_system_prompt(domain), turns),
             tools=assistant_tools(domain),
             reward=self.state.get("reward"),
@@ -319,16 +326,21 @@ class Tau2User(Agent):
         orch.record_message(turn, USER)
 
 
+def _behaviour(orch: Tau2Orchestrator) -> Behaviour:
+    return Behaviour(**orch.state["behaviour"]) if orch.state.get("behaviour") else behaviour_for(orch.state.get("data_version"))
+
+
 class Tau2Environment(Agent):
     """Runs the pending tool calls of either side on the task's environment (rebuilt from its
     snapshot), appends one tool message per call and stores the new snapshot."""
 
     async def step(self, orch: Tau2Orchestrator) -> None:
         domain = get_domain(orch.state["domain"])
+        behaviour = _behaviour(orch)
         if orch.state["snapshot"] is None:
-            env = initial_environment(domain, (await orch.get_payload())["task"])
+            env = initial_environment(domain, (await orch.get_payload())["task"], behaviour)
         else:
-            env = domain.environment(orch.state["snapshot"])
+            env = domain.environment(orch.state["snapshot"], behaviour)
         side, calls = orch.pending_calls(await orch.conversation())
         results = []
         for call in calls:
@@ -366,7 +378,8 @@ class Tau2Evaluator(Agent):
         wants_nl = NL_ASSERTION in (criteria.get("reward_basis") or []) and criteria.get("nl_assertions")
         if wants_nl and reason in ("agent_stop", "user_stop") and self.options.nl_judge:
             nl_checks = await self.judge(orch, messages, criteria["nl_assertions"])
-        info = evaluate(orch.state["domain"], task, messages, termination_reason=reason, final_snapshot=orch.state["snapshot"], nl_checks=nl_checks)
+        info = evaluate(orch.state["domain"], task, messages, termination_reason=reason, final_snapshot=orch.state["snapshot"], nl_checks=nl_checks,
+                        behaviour=_behaviour(orch))
         orch.state.update(evaluated=True, reward=info["reward"], reward_info=info)
 
 
@@ -387,16 +400,26 @@ def pass_hat_k(rewards_by_task: Mapping[str, Sequence[float | None]], k: int) ->
     return sum(scores) / len(scores) if scores else None
 
 
+TAU2_RECORD_KEYS = ("task_id", "trial", "status", "domain", "tau2_task_id", "data_version", "history", "termination_reason", "reward_info")
+
+
 class Tau2Metrics(RunMetrics):
     """Average reward per domain, pass^k over the run's trials, termination reasons, tokens."""
 
     def __init__(self, config: Mapping[str, Any]):
         self.trials = int((config.get("run") or {}).get("trials", 1))
+        # output.tau2_results: also write the run in tau2's results format (resolved here, in the driver's cwd)
+        target = (config.get("output") or {}).get("tau2_results")
+        self.tau2_results = str(Path(target).resolve()) if target else None
+        self.tau2_config = {k: config.get(k) for k in ("agents", "llm", "run", "max_steps", "max_errors")} if target else None
+        self.tau2_records: list[dict[str, Any]] = []
         self.rewards: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
         self.terminations: Counter[str] = Counter()
         self.failed = self.tokens = self.scored = 0
 
     def add(self, record: Mapping[str, Any]) -> None:
+        if self.tau2_results and record.get("status") == "done":
+            self.tau2_records.append({k: record.get(k) for k in TAU2_RECORD_KEYS})
         if record.get("status") != "done" or record.get("reward") is None:
             self.failed += 1
             return
@@ -420,4 +443,9 @@ class Tau2Metrics(RunMetrics):
         for reason, n in sorted(self.terminations.items()):
             out[f"termination[{reason}]"] = n
         out["tokens_per_trajectory"] = self.tokens / max(self.scored, 1)
+        if self.tau2_results and self.tau2_records:
+            from .tau2_format import export_records
+
+            for domain, path in export_records(self.tau2_records, self.tau2_results, self.tau2_config).items():
+                out[f"tau2_results[{domain}]"] = str(path)
         return out

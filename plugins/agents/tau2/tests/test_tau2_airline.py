@@ -7,6 +7,7 @@ import json
 import pytest
 
 from matrix_plugin_tau2.domains.airline import NOW
+from matrix_plugin_tau2.versions import Behaviour
 from matrix_plugin_tau2.env import READ, WRITE, get_domain, load_json
 
 DOMAIN = get_domain("airline")
@@ -303,7 +304,13 @@ def test_reads_search_and_status(env):
     assert call(env, "transfer_to_human_agents", summary="wants a refund") == "Transfer successful"
 
 
-def test_ids_are_matched_ignoring_case_and_spaces_and_stored_canonically(env):
+def test_ids_are_matched_exactly_as_tau2_does(env):
+    assert call(env, "get_user_details", user_id=" Sophia_Silva_7557 ") == "Error: User  Sophia_Silva_7557  not found"  # tau2's text
+    assert call(env, "get_reservation_details", reservation_id="4wq150") == "Error: Reservation 4wq150 not found"
+
+
+def test_lenient_lookups_option_matches_ids_ignoring_case_and_spaces_and_stores_them_canonically():
+    env = DOMAIN.environment(behaviour=Behaviour(lenient_lookups=True))
     assert call(env, "get_user_details", user_id=" Sophia_Silva_7557 ")["user_id"] == USER
     assert call(env, "get_reservation_details", reservation_id="4wq150")["reservation_id"] == "4WQ150"
     total = _economy_price("HAT271", "2024-05-26") + 80
@@ -324,7 +331,10 @@ def test_calculate(env, expression, expected):
 def test_bad_arguments_give_one_error_line(env):
     result = env.call_tool("assistant", "get_user_details", {"user": USER})
     assert result.error and result.content.startswith("Error: ")
-    result = env.call_tool("assistant", "update_reservation_flights", '{"reservation_id": "4WQ150", "cabin": "first", "flights": [], "payment_id": "x"}')
+    args = '{"reservation_id": "4WQ150", "cabin": "first", "flights": [], "payment_id": "x"}'
+    # tau2 does not validate arguments: the unknown cabin goes through, the payment id fails
+    assert env.call_tool("assistant", "update_reservation_flights", args).content == "Error: Payment method not found"
+    result = DOMAIN.environment(behaviour=Behaviour(validate_args=True)).call_tool("assistant", "update_reservation_flights", args)
     assert result.error and "cabin" in result.content
     assert env.call_tool("assistant", "book_flight", {}).content == "Error: Tool 'book_flight' not found."
 

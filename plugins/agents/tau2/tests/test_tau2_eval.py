@@ -17,7 +17,7 @@ BEYOND_GOLD = {
     ("mock", "update_task_with_user_tools"): "the user's dismiss_notification is not a gold action",
 }
 # Gold actions that themselves fail (a second exchange of one order; a gift card too small):
-# the states still match, but tau2 then reports the DB check as not evaluated (None), not 1.0.
+# tau2 logs them and compares the states anyway; they are noted in info.env.
 INCOMPLETE_GOLD = {("retail", "64"), ("retail", "105")}
 
 
@@ -38,9 +38,11 @@ def test_gold_replay_scores_db_and_env_assertions_1_for_every_task(domain):
         if "error" in info["info"]:
             bad.append((task["id"], info["info"]["error"]))
             continue
-        if info["db_check"] is None and (domain, task["id"]) in INCOMPLETE_GOLD:
-            assert info["info"]["env"]["db_evaluated"] is False  # the databases matched
-        elif info["db_check"] is None or info["db_check"]["db_reward"] != 1.0:
+        if (domain, task["id"]) in INCOMPLETE_GOLD:
+            assert info["info"]["env"]["gold_actions_failed"]
+        # tau2 runs gold actions without telecom's device sync, so a gold replay's user DB can
+        # differ from the gold environment's there (db_match False); telecom scores ENV_ASSERTION.
+        if "DB" in (criteria.get("reward_basis") or ["DB"]) and info["db_check"]["db_reward"] != 1.0:
             bad.append((task["id"], "db", info["db_check"], (info["info"].get("env") or {})))
         if criteria.get("env_assertions") and (domain, task["id"]) not in BEYOND_GOLD:
             if not all(c["met"] for c in info["env_assertions"]):
@@ -93,17 +95,23 @@ def test_an_extra_write_fails_the_db_check():
 
 def test_reads_and_failed_calls_do_not_change_the_db():
     t = task("update_task_1")
-    traj = [*call("assistant", "get_users", {}, "[]", "r1"),  # reads are not replayed: the recorded text is not checked
+    traj = [*call("assistant", "get_users", {}, "[]", "r1"),  # a read recorded otherwise: a warning, no state change
             *call("assistant", "update_task_status", {"task_id": "task_9", "status": "completed"}, "Error: Task task_9 not found", "bad"),
             *call("assistant", "update_task_status", {"task_id": "task_1", "status": "completed"}, {"task_id": "task_1", "title": "Test task", "description": "A test task", "status": "completed"}, "c1")]
     assert evaluate("mock", t, traj)["reward"] == 1.0
 
 
-def test_a_forged_tool_result_makes_the_trajectory_unscorable():
+def test_a_recorded_result_that_differs_is_a_warning_and_the_replayed_state_is_scored():
     t = task("update_task_1")
     traj = call("assistant", "update_task_status", {"task_id": "task_1", "status": "completed"}, {"task_id": "task_1", "status": "pending"}, "c1")
     info = evaluate("mock", t, traj)
-    assert info["reward"] == 0.0 and "could not be replayed" in info["info"]["note"] and "update_task_status" in info["info"]["error"]
+    assert info["reward"] == 1.0 and info["db_check"]["db_match"] is True
+    [warning] = info["info"]["replay_warnings"]
+    assert warning.startswith("tool result differs (content)") and "update_task_status" in warning
+    # numbers written as strings (tau2's telecom dicts) differ only in format
+    from matrix_plugin_tau2.evaluation import result_difference
+    assert result_difference('{"charge": 4.0, "ok": true}', '{"charge": "4.0", "ok": "True"}') == "format"
+    assert result_difference('{"charge": 4.0}', '{"charge": "5.0"}') == "content"
 
 
 def test_action_check_fails_without_the_transfer_and_the_reward_is_the_product():

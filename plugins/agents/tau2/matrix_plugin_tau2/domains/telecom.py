@@ -7,7 +7,7 @@ Re-implemented from tau2-bench's published behaviour; the data files are MIT, Si
 import datetime
 import functools
 import hashlib
-from typing import Any
+from typing import Any, Callable
 
 import tomllib
 
@@ -123,8 +123,16 @@ def task_splits() -> dict[str, list[str]]:
 
 
 def _digits(phone_number: str) -> str:
-    # Match on the digit sequence: '555-123-2002', '5551232002' and '555 123 2002' are one number.
+    # Lenient lookups match on the digit sequence: '555-123-2002', '5551232002' and '555 123 2002' are one number.
     return "".join(ch for ch in phone_number if ch.isdigit())
+
+
+def _exact(phone_number: str) -> str:
+    return phone_number
+
+
+def _lower(text: str) -> str:
+    return text.lower()
 
 
 
@@ -140,6 +148,10 @@ class TelecomTools(Toolkit):
 
     # --- lookups -------------------------------------------------------------------------
 
+    def _phone_key(self) -> Callable[[str], str]:
+        """tau2 compares phone numbers exactly; lenient lookups by their digits."""
+        return _digits if self.behaviour.lenient_lookups else _exact
+
     def _find(self, table: str, key: str) -> dict[str, Any]:
         record = self.db.get(table, key)
         if record is None:
@@ -147,6 +159,7 @@ class TelecomTools(Toolkit):
         return record
 
     def _line_by_phone(self, phone_number: str) -> dict[str, Any]:
+        _digits = self._phone_key()
         wanted = _digits(phone_number)
         for alias, canonical in self.db.items("phone_number_aliases"):
             if _digits(alias) == wanted:
@@ -174,6 +187,7 @@ class TelecomTools(Toolkit):
         Args:
             phone_number: The phone number to look up.
         """
+        _digits = self._phone_key()
         wanted = _digits(phone_number)
         if wanted:
             for customer in self.db.values("customers"):
@@ -201,8 +215,9 @@ class TelecomTools(Toolkit):
             full_name: The customer's full name.
             dob: The customer's date of birth, as YYYY-MM-DD.
         """
-        wanted = fold_text(full_name)
-        return [c for c in self.db.values("customers") if fold_text(c["full_name"]) == wanted and c["date_of_birth"] == dob]
+        fold = fold_text if self.behaviour.lenient_lookups else _lower
+        wanted = fold(full_name)
+        return [c for c in self.db.values("customers") if fold(c["full_name"]) == wanted and c["date_of_birth"] == dob]
 
     @tool(READ)
     def get_details_by_id(self, id: str) -> dict[str, Any]:
@@ -306,7 +321,7 @@ class TelecomTools(Toolkit):
 
     # --- usage and roaming ---------------------------------------------------------------
 
-    @tool(READ)
+    @tool(READ, scalars_as_text=True)
     def get_data_usage(self, customer_id: str, line_id: str) -> dict[str, Any]:
         """Gets a line's data usage in the current billing cycle: data used, plan limit, data refueled, and the cycle's end date.
 
@@ -355,7 +370,7 @@ class TelecomTools(Toolkit):
         self.db.edit("lines", line_id)["roaming_enabled"] = False
         return "Roaming disabled successfully"
 
-    @tool(WRITE)
+    @tool(WRITE, scalars_as_text=True)
     def refuel_data(self, customer_id: str, line_id: str, gb_amount: float) -> dict[str, Any]:
         """Adds extra data to a line for this billing cycle, charged to the customer's next bill at the plan's refuelling price per GB.
 
