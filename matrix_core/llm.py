@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import certifi
 import httpx
 
+from ._private.tool_calling import ToolCalling
 from .errors import MatrixError
 from .protocol import ToolCall, Turn, Usage
 from .specs import Endpoint
@@ -45,9 +46,13 @@ class LLMResult:
     endpoint: str
     finish_reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    tool_calling: str | None = None  # "native" or "prompted" when tools were offered
 
     def to_turn(self, agent: str | None = None, role: str = "assistant") -> Turn:
         malformed = [c.id for c in self.tool_calls if isinstance(c.arguments, str)]
+        meta: dict[str, Any] = {"malformed_tool_calls": malformed} if malformed else {}
+        if self.tool_calling:
+            meta["tool_calling"] = self.tool_calling
         return Turn(
             role=role,
             content=self.content,
@@ -56,7 +61,7 @@ class LLMResult:
             usage=self.usage,
             latency_s=self.latency_s,
             # The model's fault, recorded on the turn: the workflow decides what follows.
-            meta={"malformed_tool_calls": malformed} if malformed else {},
+            meta=meta,
         )
 
 
@@ -121,6 +126,7 @@ class LLMClient:
         dead_cooldown_s: float = 5.0,
         default_params: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tool_calling: str = "auto",
     ):
         if not endpoints:
             raise LLMError("LLM client has no endpoints")
@@ -133,6 +139,7 @@ class LLMClient:
         self.backoff_max_s = backoff_max_s
         self.dead_cooldown_s = dead_cooldown_s
         self.default_params = dict(default_params or {})
+        self.tool_calling = ToolCalling(tool_calling)  # native | prompted | auto (probed once)
         mounts = {}
         if transport is None:
             for e in endpoints:
@@ -177,8 +184,11 @@ class LLMClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
         json_schema: Mapping[str, Any] | None = None,
         sticky_key: str | None = None,
+        _direct: bool = False,
         **params: Any,
     ) -> LLMResult:
+        if tools and not _direct:  # native, or prompted for models without tool calling
+            return await self.tool_calling.chat(self, messages, tools, json_schema=json_schema, sticky_key=sticky_key, **params)
         body: dict[str, Any] = {**self.default_params, **params, "messages": list(messages)}
         if tools:
             body["tools"] = list(tools)
@@ -302,4 +312,5 @@ def client_from_config(endpoints: Sequence[Endpoint], cfg: Mapping[str, Any]) ->
         backoff_base_s=float(cfg.get("backoff_base_s", 0.5)),
         backoff_max_s=float(cfg.get("backoff_max_s", 20)),
         default_params=cfg.get("params") or {},
+        tool_calling=str(cfg.get("tool_calling", "auto")),
     )
