@@ -126,7 +126,7 @@ class LLMClient:
         dead_cooldown_s: float = 5.0,
         default_params: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        tool_calling: str = "auto",
+        tool_calling: str = "native",
     ):
         if not endpoints:
             raise LLMError("LLM client has no endpoints")
@@ -139,7 +139,7 @@ class LLMClient:
         self.backoff_max_s = backoff_max_s
         self.dead_cooldown_s = dead_cooldown_s
         self.default_params = dict(default_params or {})
-        self.tool_calling = ToolCalling(tool_calling)  # native | prompted | auto (probed once)
+        self.tool_calling = ToolCalling(tool_calling)  # native | prompted | auto (probed once); configs default to auto
         mounts = {}
         if transport is None:
             for e in endpoints:
