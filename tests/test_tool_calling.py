@@ -107,7 +107,8 @@ def test_prompted_plain_reply_and_tool_choice():
 @pytest.mark.parametrize("server, expected, probes", [
     (native_server, "native", 1),
     (lambda body: (200, completion("Paris is lovely." if body.get("tools") else json.dumps({"reply": "ok"}))), "prompted", 1),
-    (lambda body: (400, {"error": "tools need --enable-auto-tool-choice"}) if body.get("tools") else (200, completion('{"reply": "ok"}')), "prompted", 1),
+    # refused: once more without sampling parameters (some APIs refuse those), then prompted
+    (lambda body: (400, {"error": "tools need --enable-auto-tool-choice"}) if body.get("tools") else (200, completion('{"reply": "ok"}')), "prompted", 2),
 ])
 def test_auto_probes_once_per_client_and_picks(server, expected, probes):
     srv = Server(server)

@@ -85,12 +85,17 @@ async def _probe(client: "LLMClient") -> tuple[str, str]:
     """``native`` when the server returns a well-formed call to an obvious tool request."""
     from ..llm import LLMError
 
-    try:
-        result = await client.chat(PROBE_MESSAGES, tools=[PROBE_TOOL], _direct=True, max_tokens=64, temperature=0)
-    except LLMError as exc:
-        if re.search(r"answered HTTP 4\d\d", str(exc)):  # the server refuses tools: nothing to retry
-            return "prompted", f"the server refused a request with tools: {exc}"
-        raise  # unreachable or overloaded: probe again on the next call
+    # Room for a reasoning model to think first; some APIs refuse these parameters: then bare.
+    for params in ({"max_tokens": 256, "temperature": 0}, {}):
+        try:
+            result = await client.chat(PROBE_MESSAGES, tools=[PROBE_TOOL], _direct=True, **params)
+            break
+        except LLMError as exc:
+            if not re.search(r"answered HTTP 4\d\d", str(exc)):
+                raise  # unreachable or overloaded: probe again on the next call
+            refused = exc
+    else:
+        return "prompted", f"the server refused a request with tools: {refused}"
     if any(c.name == "get_weather" and isinstance(c.arguments, dict) and c.arguments.get("city") for c in result.tool_calls):
         return "native", "the server returned a well-formed tool call"
     return "prompted", "the server answered a request with tools in plain text"
