@@ -294,14 +294,19 @@ class Tau2Assistant(Agent):
 
 class Tau2User(Agent):
     """The user simulator: tau2's guidelines and the task's scenario; user tools where the
-    domain has them. ``stop_after: N`` sends ``###STOP###`` instead of an (N+1)-th message
-    (for simulated LLMs whose replies never stop on their own)."""
+    domain has them (``offer_tools: named``: only those the scenario names, for models that
+    call whatever tool they are offered). ``stop_after: N`` sends ``###STOP###`` instead of an
+    (N+1)-th message (for simulated or tiny LLMs whose replies never stop on their own)."""
 
     uses_llm = True
 
     async def respond(self, orch: Tau2Orchestrator, domain: str, task: Mapping[str, Any], turns: Sequence[Turn]) -> Turn:
         messages = user_messages(user_system_prompt(domain, task), turns)
-        tools = user_tools(domain) or None
+        tools = user_tools(domain)
+        if self.config.get("offer_tools", "all") == "named":
+            scenario = scenario_text(task.get("user_scenario") or {})
+            tools = [t for t in tools if t["function"]["name"] in scenario]
+        tools = tools or None
         result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **_sampling(self.config))
         return result.to_turn(agent=self.context.role, role=USER)
 

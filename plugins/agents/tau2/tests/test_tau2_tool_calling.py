@@ -7,11 +7,16 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import asyncio
+
+import httpx
 import jsonschema
 import pytest
 
 import matrix_core
+from matrix_core import AgentContext, Endpoint, LLMClient
 from matrix_core.testing import assert_exactly_once, read_records
+from matrix_plugin_tau2 import Tau2Orchestrator, Tau2User, load_tasks
 from matrix_plugin_tau2.workflow import assistant_tools, user_tools
 
 # Per side, the reply to give after N earlier messages of that side in the request.
@@ -125,6 +130,33 @@ def test_prompted_mode_gives_the_trajectories_of_native_mode(matrix_ray, scripte
     assert prompted_bodies and not any("tools" in b for b in prompted_bodies)
     # earlier calls and results reach a model without tool support as plain turns
     assert any("Result of update_task_status:" in m["content"] for b in prompted_bodies for m in b["messages"] if m["role"] == "user")
+
+
+@pytest.mark.parametrize("offer, expected", [
+    ("all", {"update_task_1": {"check_notifications", "dismiss_notification"}, "update_task_with_user_tools": {"check_notifications", "dismiss_notification"}}),
+    ("named", {"update_task_1": set(), "update_task_with_user_tools": {"check_notifications", "dismiss_notification"}}),
+])
+def test_user_is_offered_the_tools_its_scenario_names(offer, expected):
+    offered = {}
+
+    def handle(request):
+        body = json.loads(request.content)
+        offered[current] = {t["function"]["name"] for t in body.get("tools") or []}
+        return httpx.Response(200, json={"model": "m", "choices": [{"message": {"role": "assistant", "content": "hi"}}]})
+
+    async def ask(task_id):
+        llm = LLMClient([Endpoint("http://scripted/v1", "m")], transport=httpx.MockTransport(handle))
+        try:
+            task = load_tasks("mock", task_ids=[task_id])[0]
+            orch = Tau2Orchestrator.from_row({"id": task_id, "domain": "mock", "task": task}, row_key=task_id, trial=0, config={})
+            user = Tau2User(AgentContext(role="user", config={"offer_tools": offer}, llm=llm))
+            await user.respond(orch, "mock", task, orch.history)
+        finally:
+            await llm.aclose()
+
+    for current in expected:
+        asyncio.run(ask(current))
+    assert offered == expected
 
 
 # --- the embedded model -----------------------------------------------------------------
