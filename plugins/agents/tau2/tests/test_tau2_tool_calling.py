@@ -171,7 +171,8 @@ def test_the_embedded_model_makes_valid_tool_calls_on_mock(tmp_path):
     out = tmp_path / "mock.jsonl"
     tasks = ["create_task_1", "update_task_1"]
     proc = subprocess.run(
-        ["matrix", "run", "tau2", f"task_ids=[{','.join(tasks)}]", "max_steps=8", "agents.evaluator.nl_judge=false",
+        ["matrix", "run", "tau2", f"task_ids=[{','.join(tasks)}]", "max_steps=6", "agents.evaluator.nl_judge=false",
+         "agents.assistant.max_tokens=96", "agents.user.max_tokens=48", "llm.client.timeout_s=1200",
          f"output.path={out}", "llm.port=0", "run.progress=lines"],
         capture_output=True, text=True, timeout=1400,
     )
