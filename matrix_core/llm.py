@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import certifi
 import httpx
 
+from ._private.tool_calling import ToolCalling
 from .errors import MatrixError
 from .options import LLMClientOptions
 from .protocol import Choice, ToolCall, Turn, Usage
@@ -80,12 +81,15 @@ class LLMResult:
     logprobs: list[dict[str, Any]] | None = None  # the first choice's ``logprobs.content``
     choices: list[Choice] = field(default_factory=list)  # every choice, the first included
     cached: bool = False  # answered from the response cache
+    tool_calling: str | None = None  # "native" or "prompted" when tools were offered
 
     def to_turn(self, agent: str | None = None, role: str = "assistant") -> Turn:
         malformed = [c.id for c in self.tool_calls if isinstance(c.arguments, str)]
         meta: dict[str, Any] = {"malformed_tool_calls": malformed} if malformed else {}
         if self.resource is not None:
             meta["llm"] = {"resource": self.resource, "model": self.model}
+        if self.tool_calling:
+            meta["tool_calling"] = self.tool_calling
         return Turn(
             role=role,
             content=self.content,
@@ -166,6 +170,7 @@ class LLMClient:
         default_params: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         cache: "LLMCache | None" = None,
+        tool_calling: str = "native",
     ):
         if not endpoints:
             raise LLMError("LLM client has no endpoints")
@@ -179,6 +184,7 @@ class LLMClient:
         self.dead_cooldown_s = dead_cooldown_s
         self.default_params = dict(default_params or {})
         self.cache = cache
+        self.tool_calling = ToolCalling(tool_calling)  # native | prompted | auto (probed once); configs default to auto
         mounts = {}
         if transport is None:
             for e in endpoints:
@@ -223,8 +229,11 @@ class LLMClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
         json_schema: Mapping[str, Any] | None = None,
         sticky_key: str | None = None,
+        _direct: bool = False,
         **params: Any,
     ) -> LLMResult:
+        if tools and not _direct:  # native, or prompted for models without tool calling
+            return await self.tool_calling.chat(self, messages, tools, json_schema=json_schema, sticky_key=sticky_key, **params)
         body: dict[str, Any] = {**self.default_params, **params, "messages": list(messages)}
         if tools:
             body["tools"] = list(tools)
@@ -392,4 +401,5 @@ def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Ma
         backoff_max_s=cfg.backoff_max_s,
         default_params=cfg.params,
         cache=cache,
+        tool_calling=cfg.tool_calling,
     )

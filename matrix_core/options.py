@@ -100,6 +100,8 @@ class LLMClientOptions(_OpenSection):
     backoff_base_s: float = Field(0.5, ge=0, description="first retry delay (doubles each retry, with jitter)")
     backoff_max_s: float = Field(20.0, ge=0, description="longest retry delay")
     params: dict[str, Any] = Field(default_factory=dict, description="default request parameters (temperature, ...)")
+    tool_calling: Literal["native", "prompted", "auto"] = Field(
+        "auto", description="native: send tools as is | prompted: schemas in the prompt, JSON-schema answers | auto: probe once")
 
 
 class LLMOptions(_OpenSection):

@@ -189,7 +189,7 @@ def test_tools_schema_and_tool_call_parsing(server_factory):
     assert sent["response_format"]["json_schema"]["schema"] == schema
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("lookup", {"id": 3}), ("broken", "{not json")]
     turn = result.to_turn(agent="assistant")
-    assert turn.tool_calls[0].id == "c1" and turn.meta == {"malformed_tool_calls": ["c2"]}
+    assert turn.tool_calls[0].id == "c1" and turn.meta == {"malformed_tool_calls": ["c2"], "tool_calling": "native"}
 
 
 def test_malformed_completion_is_an_error(server_factory):

@@ -71,6 +71,10 @@ def load_dataset(cfg: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(str(exc.args[0]) if exc.args else str(exc)) from None
     domain = str(cfg.get("domain") or "mock")
+    serves = cfg.get("serves")
+    if serves is not None and domain not in serves:
+        raise ConfigError(f"domain={domain}: its prompt does not fit the context of this LLM, which serves {', '.join(serves)} "
+                          f"(llm.tau2_domains); use a model with a longer context, e.g. llm=endpoint llm.base_url=URL")
     split = cfg.get("split") or None
     ids = cfg.get("task_ids")
     if isinstance(ids, str):

@@ -19,7 +19,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import Field
 
@@ -299,18 +299,23 @@ class Tau2Assistant(Agent):
 
 class Tau2User(Agent):
     """The user simulator: tau2's guidelines and the task's scenario; user tools where the
-    domain has them. ``stop_after: N`` sends ``###STOP###`` instead of an (N+1)-th message
-    (for simulated LLMs whose replies never stop on their own)."""
+    domain has them (``offer_tools: named``: only those the scenario names, for models that
+    call whatever tool they are offered). ``stop_after: N`` sends ``###STOP###`` instead of an
+    (N+1)-th message (for simulated or tiny LLMs whose replies never stop on their own)."""
 
     uses_llm = True
 
     class Options(SamplingOptions):
         stop_after: int | None = Field(None, ge=0, description="send ###STOP### instead of the (N+1)-th message (simulated LLMs)")
+        offer_tools: Literal["all", "named"] = Field("all", description="user tools offered: all, or those the scenario names (small models)")
 
     async def respond(self, orch: Tau2Orchestrator, domain: str, task: Mapping[str, Any], turns: Sequence[Turn]) -> Turn:
         messages = user_messages(user_system_prompt(domain, task), turns)
-        tools = user_tools(domain) or None
-        result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **self.options.sampling())
+        tools = user_tools(domain)
+        if self.options.offer_tools == "named":
+            scenario = scenario_text(task.get("user_scenario") or {})
+            tools = [t for t in tools if t["function"]["name"] in scenario]
+        result = await self.llm.chat(messages, tools=tools or None, sticky_key=orch.task_id, **self.options.sampling())
         return result.to_turn(agent=self.context.role, role=USER)
 
     async def step(self, orch: Tau2Orchestrator) -> None:

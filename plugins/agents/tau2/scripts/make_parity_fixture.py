@@ -175,7 +175,7 @@ def stage_two(cases_path: str, out_dir: str) -> None:
     logger.remove()
     from importlib.metadata import version
 
-    from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, UserMessage
+    from tau2.data_model.message import AssistantMessage, ToolCall, UserMessage
     from tau2.data_model.simulation import Info, Results, SimulationRun
     from tau2.data_model.tasks import Task
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation

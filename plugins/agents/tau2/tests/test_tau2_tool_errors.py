@@ -1,14 +1,12 @@
 """Tool results, errors included, are the same text in every process (the environment and the
 evaluator's replay run in different processes), and a call without its required arguments
 fails as tau2's does."""
-import inspect
 import json
 import subprocess
 import sys
 
-import pytest
 
-from matrix_plugin_tau2.env import DOMAINS, get_domain
+from matrix_plugin_tau2.env import get_domain
 from matrix_plugin_tau2.versions import Behaviour
 
 SCRIPT = """

@@ -50,7 +50,20 @@ def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("llm.n_parallel and llm.threads must be at least 1")
     if s["ctx_size"] // s["n_parallel"] < 256:
         raise ConfigError(f"llm.ctx_size={s['ctx_size']} leaves under 256 tokens per slot for {s['n_parallel']} slots")
+    s["chat_template"] = _chat_template(s.get("chat_template"))
     return s
+
+
+def _chat_template(name: Any) -> str | None:
+    """The template text for ``llm.chat_template``: a bundled name or a .jinja file."""
+    if not name:
+        return None
+    bundled = Path(__file__).parent / "templates" / f"{name}.jinja"
+    path = bundled if bundled.is_file() else Path(str(name)).expanduser()
+    if not path.is_file():
+        names = sorted(p.stem for p in bundled.parent.glob("*.jinja"))
+        raise ConfigError(f"llm.chat_template={name}: neither a bundled template ({', '.join(names)}) nor a file")
+    return path.read_text(encoding="utf-8")
 
 
 def _bundled_model_dir() -> Path | None:

@@ -29,6 +29,8 @@ class LlamaServer:
         p.ui = False
         p.warmup = False  # saves seconds at start; the first request pays a few ms instead
         p.verbosity = int(settings["verbosity"])
+        if settings.get("chat_template"):
+            p.chat_template = settings["chat_template"]  # replaces the GGUF's (jinja is on by default)
         try:
             # Returns once the model is loaded and the socket listens.
             self._server = xllamacpp.Server(p)
