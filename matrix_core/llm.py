@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import certifi
 import httpx
 
+from ._private.metrics import LLMMetrics, error_kind
 from .errors import MatrixError
 from .protocol import ToolCall, Turn, Usage
 from .specs import Endpoint
@@ -121,6 +122,7 @@ class LLMClient:
         dead_cooldown_s: float = 5.0,
         default_params: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        resource: str = "default",
     ):
         if not endpoints:
             raise LLMError("LLM client has no endpoints")
@@ -133,6 +135,7 @@ class LLMClient:
         self.backoff_max_s = backoff_max_s
         self.dead_cooldown_s = dead_cooldown_s
         self.default_params = dict(default_params or {})
+        self._metrics = LLMMetrics(resource)  # Prometheus series of this LLM resource
         mounts = {}
         if transport is None:
             for e in endpoints:
@@ -192,8 +195,11 @@ class LLMClient:
         for attempt in range(self.max_retries + 1):
             state = self._pick(sticky_key, tried if len(tried) < len(self._states) else set())
             try:
-                return await self._call(state, body)
+                result = await self._call(state, body)
+                self._metrics.ok(result)
+                return result
             except _Retryable as exc:
+                self._metrics.error(exc.kind, retrying=attempt < self.max_retries)
                 last_error = str(exc)
                 if exc.endpoint_down:
                     state.failures += 1
@@ -223,9 +229,9 @@ class LLMClient:
                 finally:
                     self._pool_load[pool] -= 1
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                raise _Retryable(f"{endpoint.base_url} unreachable ({type(exc).__name__})", endpoint_down=True) from None
+                raise _Retryable(f"{endpoint.base_url} unreachable ({type(exc).__name__})", endpoint_down=True, kind="connection") from None
             except httpx.TimeoutException:
-                raise _Retryable(f"{endpoint.base_url} timed out after {self.timeout_s:g}s") from None
+                raise _Retryable(f"{endpoint.base_url} timed out after {self.timeout_s:g}s", kind="timeout") from None
             finally:
                 state.in_flight -= 1
         latency = time.perf_counter() - started
@@ -233,8 +239,10 @@ class LLMClient:
             raise _Retryable(
                 f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}",
                 retry_after=_retry_after(response),
+                kind=error_kind(response.status_code),
             )
         if response.status_code >= 400:
+            self._metrics.error(error_kind(response.status_code), retrying=False)
             raise LLMError(f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}")
         state.failures = 0
         try:
@@ -242,6 +250,7 @@ class LLMClient:
             choice = data["choices"][0]
             message = choice.get("message") or {}
         except (ValueError, KeyError, IndexError) as exc:
+            self._metrics.error("malformed", retrying=False)
             raise LLMError(f"{endpoint.base_url} sent a malformed completion: {exc}") from None
         usage = data.get("usage") or {}
         return LLMResult(
@@ -263,8 +272,9 @@ class LLMClient:
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, endpoint_down: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, endpoint_down: bool = False, kind: str = "connection"):
         super().__init__(message)
+        self.kind = kind
         self.retry_after = retry_after
         self.endpoint_down = endpoint_down
 
@@ -292,7 +302,7 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def client_from_config(endpoints: Sequence[Endpoint], cfg: Mapping[str, Any]) -> LLMClient:
+def client_from_config(endpoints: Sequence[Endpoint], cfg: Mapping[str, Any], resource: str = "default") -> LLMClient:
     """Build the client from the ``llm.client`` config section."""
     return LLMClient(
         endpoints,
@@ -302,4 +312,5 @@ def client_from_config(endpoints: Sequence[Endpoint], cfg: Mapping[str, Any]) ->
         backoff_base_s=float(cfg.get("backoff_base_s", 0.5)),
         backoff_max_s=float(cfg.get("backoff_max_s", 20)),
         default_params=cfg.get("params") or {},
+        resource=resource,
     )

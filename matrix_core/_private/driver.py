@@ -19,6 +19,8 @@ from ..plugins import PluginHost
 from ..protocol import Orchestrator, Status, task_id_for
 from ..specs import ServiceHandle
 from .plan import RoleSpec, RunPlan
+from . import metrics as prom
+from .live import HostPoller, expected_tasks
 from .progress import Counters, Progress
 from .runtime import AgentHost, Outbox, ReplicaRef, apply_load_report
 from .sink_actor import SinkActor
@@ -216,6 +218,7 @@ class _Drive:
         self.on_written = None  # called with the ids the sink wrote (releases their sandboxes)
         self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self._update_loads) for h in hosts]
         self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
+        self.poller = HostPoller(hosts, progress.interval_s)
 
     def _box(self, send, on_reply) -> Outbox:
         return Outbox(send=send, on_reply=on_reply, on_error=self._send_failed,
@@ -274,6 +277,7 @@ class _Drive:
                 c.in_flight += 1
                 c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
                 injected += 1
+                prom.admitted()
                 self.inject(orch)
                 if injected % 256 == 0:
                     await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
@@ -293,6 +297,7 @@ class _Drive:
                 if await self._restarted() or stalled:
                     await self.reconcile()
                     last_progress = time.monotonic()
+            await self.poller.poll(c)
             self.progress.update()
 
     async def _restarted(self) -> bool:
@@ -337,6 +342,7 @@ class _Drive:
         if lost:
             from_checkpoint = sum(t in checkpoints for t in lost)
             self.resent += len(lost)
+            prom.resent(len(lost))
             self.resent_from_checkpoint += from_checkpoint
             log.warning("re-sent %d task(s) lost in flight (%d from a checkpoint)", len(lost), from_checkpoint)
 
@@ -375,6 +381,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         if needs_llm:
             service = backend.start(llm_cfg)
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
+        prom.bind_run(run_id, cfg["workflow"]), prom.write_service_discovery()
         if any(getattr(r.agent_cls, "uses_runtime", False) for r in roles.values()):
             if runtime_spec is None:
                 raise ConfigError(
@@ -403,7 +410,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         )
         retry_failed = bool((cfg.get("resume") or {}).get("retry_failed", False))
         metrics = workflow.metrics(cfg) if workflow.metrics else None
-        names = {"sink": f"matrix-sink-{run_id}"}
+        names = {"sink": f"matrix-sink-{run_id}", "run_id": run_id}
         owner = {
             "workflow": cfg["workflow"],
             # Not size/limit: growing a dataset and resuming into the same output is normal.
@@ -431,7 +438,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         incarnations = _start_hosts(hosts)
 
         tasks = _Tasks(rows, workflow.orchestrator, cfg, existing, retry_failed)
-        counters = Counters()
+        counters = Counters(total=expected_tasks(cfg))
         progress = Progress(counters, progress_mode or str(run.get("progress", "auto")))
         drive = _Drive(plan, cfg, tasks, hosts, table, sink, counters, progress)
         drive.incarnations = [*incarnations, None]

@@ -16,6 +16,8 @@ class Counters:
     peak_in_flight: int = 0
     hops: int = 0
     tokens: int = 0
+    turn_tokens: int = 0  # tokens of finished turns, polled from the hosts (live.HostPoller)
+    roles: dict = field(default_factory=dict)  # per-role counts from the hosts
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -33,14 +35,15 @@ class Progress:
         self.enabled = mode != "off"
         self.interval_s = 0.2 if self.tty else interval_s
         self._last = 0.0
+        self.live = None
 
     def line(self) -> str:
         c = self.c
         finished = c.done + c.failed
-        total = f"/{c.total}" if c.total is not None else ""
+        total = f"/{c.total - c.skipped}" if c.total is not None else ""
         return (
             f"tasks {finished}{total} (done {c.done}, failed {c.failed}, in flight {c.in_flight}) "
-            f"| {c.rate(finished):.1f} tasks/s | {c.rate(c.tokens):.0f} tokens/s | {c.elapsed:.0f}s"
+            f"| {c.rate(finished):.1f} tasks/s | {c.rate(max(c.tokens, c.turn_tokens)):.0f} tokens/s | {c.elapsed:.0f}s"
         )
 
     def update(self, force: bool = False) -> None:
@@ -49,7 +52,10 @@ class Progress:
             return
         self._last = now
         if self.tty:
-            sys.stderr.write("\r\033[K" + self.line())
+            from .live import LiveView
+
+            self.live = self.live or LiveView(self.c, sys.stderr)
+            self.live.update()
         else:
             sys.stderr.write(self.line() + "\n")
         sys.stderr.flush()
@@ -57,5 +63,5 @@ class Progress:
     def close(self) -> None:
         if self.enabled:
             self.update(force=True)
-            if self.tty:
-                sys.stderr.write("\n")
+            if self.live is not None:
+                self.live.close()

@@ -23,6 +23,7 @@ import ray
 from ..agent import AgentContext
 from ..llm import client_from_config
 from ..protocol import Hop, Orchestrator, Status
+from . import metrics as prom
 from .plan import RunPlan
 
 log = logging.getLogger("matrix.runtime")
@@ -121,6 +122,7 @@ class Replica:
 
     def put(self, orch: Orchestrator) -> None:
         self.queue.put_nowait((time.perf_counter(), orch))
+        self.host.metrics.task_in(self.role)
         if self.queue.qsize() > len(self._waiting) and len(self._workers) < self.max_in_flight:
             self._workers.append(asyncio.ensure_future(self._work()))
 
@@ -190,6 +192,7 @@ class AgentHostImpl:
         return self.incarnation
 
     async def _start(self) -> None:
+        self.metrics = prom.HostStats(self.names.get("run_id", ""), self.plan.workflow, self.replicas).start()
         self.sink = ray.get_actor(self.names["sink"])
         if self.plan.llm_endpoints and any(self.plan.roles[r].agent_cls.uses_llm for r, _ in self.placement):
             self.llm = client_from_config(self.plan.llm_endpoints, self.plan.llm_client)
@@ -232,6 +235,7 @@ class AgentHostImpl:
     async def process(self, replica: Replica, orch: Orchestrator, enqueued: float) -> None:
         started = time.perf_counter()
         orch.current_role = replica.role
+        turns_before = len(orch.history)
         plan = self.plan
         try:
             remaining = None
@@ -254,6 +258,7 @@ class AgentHostImpl:
             orch.fail(exc, replica.role)
             next_role = None
         replica.steps += 1
+        self.metrics.step(replica.role, time.perf_counter() - started, turns_before, orch)
         if type(orch).record_hops:
             orch.hops.append(Hop(role=replica.role, host=self.index, queued_s=started - enqueued, step_s=time.perf_counter() - started))
         if next_role is not None and orch.steps >= plan.max_steps:
@@ -344,7 +349,13 @@ class AgentHostImpl:
             "lost_sends": self.lost_sends,
         }
 
+    async def live_stats(self) -> dict[str, dict[str, Any]]:
+        """Per-role counts, queue and in-flight now: the driver's live view polls this."""
+        await self.start()
+        return self.metrics.snapshot()
+
     async def close(self) -> None:
+        self.metrics.stop()
         for reps in self.replicas.values():
             for rep in reps:
                 rep.stop()
