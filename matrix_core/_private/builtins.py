@@ -30,9 +30,12 @@ def register_config_dirs(register):
 @hookimpl
 def register_commands(register):
     from ..cli import new_command, plugins_command, run_command
+    from . import observe_cli
     from .services_cli import services_group
 
     register(CommandSpec("run", run_command, "run a workflow"))
     register(CommandSpec("plugins", plugins_command, "list installed plugins"))
     register(CommandSpec("new", new_command, "create a plugin from a template"))
     register(CommandSpec("services", services_group, "long-lived LLM services shared by runs"))
+    register(CommandSpec("metrics", observe_cli.metrics_group, "Grafana dashboard and Prometheus config for Ray's metrics"))
+    register(CommandSpec("report", observe_cli.report_command, "an HTML report with plots of a run's output"))
