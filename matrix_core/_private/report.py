@@ -116,7 +116,7 @@ def _tokens(turn: Mapping[str, Any], kind: str | None = None) -> int:
 # --- the plots ------------------------------------------------------------------------
 
 
-def _figure(title: str, width: float = 6.4, height: float = 3.6):
+def figure(title: str, width: float = 6.4, height: float = 3.6):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +136,7 @@ def _empty(ax, text: str) -> None:
 def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     plots = []
 
-    fig, ax = _figure("Task latency")
+    fig, ax = figure("Task latency")
     latencies = [task_latency(r) for r in records if r.get("hops")]
     if latencies:
         ax.hist(latencies, bins=min(40, max(5, len(latencies) // 3)), color="#4c72b0")
@@ -146,7 +146,7 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         _empty(ax, "no hop timings in this output")
     plots.append(("Task latency distribution", fig))
 
-    fig, ax = _figure("Step latency per role")
+    fig, ax = figure("Step latency per role")
     by_role: dict[str, list[float]] = defaultdict(list)
     for r in records:
         for h in r.get("hops") or []:
@@ -160,7 +160,7 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         _empty(ax, "no hop timings in this output")
     plots.append(("Per-role step latency", fig))
 
-    fig, ax = _figure("Turns per task")
+    fig, ax = figure("Turns per task")
     turns = [len(r.get("history") or []) for r in records]
     if turns:
         counts = Counter(turns)
@@ -171,7 +171,7 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         _empty(ax, "no tasks")
     plots.append(("Turns per task", fig))
 
-    fig, ax = _figure("Tokens per role")
+    fig, ax = figure("Tokens per role")
     prompt: Counter[str] = Counter()
     completion: Counter[str] = Counter()
     for r in records:
@@ -190,7 +190,7 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         _empty(ax, "no token usage recorded")
     plots.append(("Tokens per role", fig))
 
-    fig, ax = _figure("Failures by reason")
+    fig, ax = figure("Failures by reason")
     reasons = Counter(failure_reason(r) for r in records if r.get("status") != "done")
     if reasons:
         items = reasons.most_common(12)[::-1]
@@ -200,7 +200,7 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         _empty(ax, "no failed tasks")
     plots.append(("Failures by reason", fig))
 
-    fig, ax = _figure("Throughput over time")
+    fig, ax = figure("Throughput over time")
     ends = sorted(r["created_at"] + task_latency(r) for r in records if r.get("created_at"))
     if len(ends) >= 2:
         t0 = min(r["created_at"] for r in records if r.get("created_at"))
@@ -285,12 +285,12 @@ def _plots_html(plots: list[tuple[str, Any]]) -> str:
 
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;padding:0 1.5em;max-width:1500px;color:#222}
 h1{margin-bottom:.2em} .meta{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0} th,td{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 td{font-variant-numeric:tabular-nums}
-.plots{display:flex;flex-wrap:wrap;gap:1em} figure{margin:0;border:1px solid #eee;padding:.5em}
-figure img{display:block;max-width:100%} figcaption{color:#555;font-size:.9em;text-align:center}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:1em}
+figure{margin:0;border:1px solid #eee;padding:.5em} figure img{display:block;width:100%;height:auto} figcaption{color:#555;font-size:.9em;text-align:center}
 """
 
 
