@@ -160,10 +160,11 @@ async def _drive(ws_url: str, url: str, screenshot: Path) -> dict:
         task = asyncio.ensure_future(reader())
         for domain in ("Runtime", "Log", "Page"):
             await call(f"{domain}.enable")
+        await call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
         await call("Page.navigate", url=url)
         await asyncio.wait_for(loaded.wait(), 120)
         seen = (await call("Runtime.evaluate", expression=COLLECT, returnByValue=True))["result"]["value"]
-        height = (await call("Runtime.evaluate", expression="document.documentElement.scrollHeight", returnByValue=True))["result"]["value"]
+        height = (await call("Runtime.evaluate", expression="Math.ceil(document.body.getBoundingClientRect().bottom + 32)", returnByValue=True))["result"]["value"]
         clip = {"x": 0, "y": 0, "width": 1400, "height": height, "scale": 1}
         shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
         screenshot.write_bytes(base64.b64decode(shot["data"]))

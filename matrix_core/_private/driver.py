@@ -283,6 +283,7 @@ class _Drive:
                     await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
             c.skipped = self.tasks.skipped
             if exhausted and c.in_flight <= 0:
+                await self.poller.poll(c, force=True)  # the final numbers for the live view
                 return
             completions = await self.sink.poll.remote(0.5)
             for task_id, status, steps, tokens in completions:

@@ -45,9 +45,9 @@ class HostPoller:
         self._last = 0.0
         self._per_host: dict[int, dict[str, dict[str, Any]]] = {}
 
-    async def poll(self, counters) -> None:
+    async def poll(self, counters, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last < self.every_s or not self.hosts:
+        if (not force and now - self._last < self.every_s) or not self.hosts:
             return
         self._last = now
         futures = [asyncio.ensure_future(_await(h.live_stats.remote())) for h in self.hosts]
@@ -115,9 +115,11 @@ class LiveView:
         return self._latency
 
     def render(self):
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=self.headline(), title_justify="left", box=None, pad_edge=False)
+        table = Table(box=None, pad_edge=False)
         for column in ("role", "queue", "in flight", "in", "out", "failed", "step latency", "tokens/s"):
             table.add_column(column, justify="left" if column == "role" else "right")
         latencies = self._latencies()
@@ -127,7 +129,7 @@ class LiveView:
                 role, str(s["queue"]), str(s["in_flight"]), str(s["in"]), str(s["out"]), str(s["failed"]),
                 f"{latency:.2f}s" if latency is not None else "-", f"{self.c.rate(s['tokens']):.0f}",
             )
-        return table
+        return Group(Text(self.headline(), no_wrap=True, overflow="ellipsis"), table)
 
     def update(self) -> None:
         self.live.update(self.render(), refresh=True)
