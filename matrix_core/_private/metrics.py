@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ log = logging.getLogger("matrix.metrics")
 
 LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 FLUSH_EVERY_S = 1.0
+# One Ray observe() costs ~20 us: beyond this many steps per role, host and flush, the step
+# histogram gets a uniform sample of them (its quantiles hold; exact counts are the counters).
+STEP_SAMPLES_PER_FLUSH = 256
 SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"  # Ray's name for it
 
 # The run this process works for: every metric carries it (set by hosts, sink, driver).
@@ -39,7 +43,7 @@ _DEFS = {
     "matrix_role_turn_tokens_total": ("counter", "Tokens of the turns a role's steps added, counted as each step ends", "role"),
     "matrix_role_queue_depth": ("gauge", "Tasks waiting for a free slot of a role's replicas", "role"),
     "matrix_role_in_flight": ("gauge", "Steps of a role running now", "role"),
-    "matrix_role_step_seconds": ("histogram", "Duration of one agent step", "role"),
+    "matrix_role_step_seconds": ("histogram", f"Duration of one agent step (at most {STEP_SAMPLES_PER_FLUSH} sampled per role, host and second)", "role"),
     "matrix_llm_calls_total": ("counter", "LLM calls that returned a completion", "resource"),
     "matrix_llm_errors_total": ("counter", "Failed LLM attempts by kind (429, 5xx, 4xx, timeout, connection, malformed)", "resource"),
     "matrix_llm_retries_total": ("counter", "LLM attempts retried after a failure", "resource"),
@@ -127,7 +131,8 @@ class RoleStats:
     queue: int = 0
     in_flight: int = 0
     _pushed: tuple[int, int, int, int] = (0, 0, 0, 0)
-    _latencies: list[float] = field(default_factory=list)
+    _latencies: list[float] = field(default_factory=list)  # a reservoir sample since the last flush
+    _since_flush: int = 0
 
 
 class HostStats:
@@ -157,8 +162,13 @@ class HostStats:
         for turn in orch.history[turns_before:] if len(orch.history) > turns_before else ():
             if turn.usage is not None:
                 stats.tokens += turn.usage.prompt_tokens + turn.usage.completion_tokens
-        if len(stats._latencies) < 100_000:  # bounded if the flusher ever stalls
+        stats._since_flush += 1
+        if len(stats._latencies) < STEP_SAMPLES_PER_FLUSH:
             stats._latencies.append(step_s)
+        else:
+            slot = random.randrange(stats._since_flush)
+            if slot < STEP_SAMPLES_PER_FLUSH:
+                stats._latencies[slot] = step_s
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """What the driver's live view polls: cumulative counts, queue and in-flight now."""
@@ -185,7 +195,7 @@ class HostStats:
             s._pushed = now
             record("matrix_role_queue_depth", s.queue, role=role)
             record("matrix_role_in_flight", s.in_flight, role=role)
-            latencies, s._latencies = s._latencies, []
+            latencies, s._latencies, s._since_flush = s._latencies, [], 0
             for value in latencies:
                 record("matrix_role_step_seconds", value, role=role)
 
