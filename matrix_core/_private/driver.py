@@ -277,11 +277,11 @@ class _Drive:
                 c.in_flight += 1
                 c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
                 injected += 1
-                prom.admitted()
                 self.inject(orch)
                 if injected % 256 == 0:
                     await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
             c.skipped = self.tasks.skipped
+            prom.admitted(injected)
             if exhausted and c.in_flight <= 0:
                 await self.poller.poll(c, force=True)  # the final numbers for the live view
                 return
