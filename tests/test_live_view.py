@@ -7,9 +7,11 @@ import os
 import pty
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 
@@ -32,13 +34,14 @@ def frames(text: str):
 
 
 def test_tty_shows_roles_and_tokens_before_the_first_task_finishes(tmp_path):
+    ray_tmp = tempfile.mkdtemp(prefix="mxl", dir="/tmp")  # its own Ray; AF_UNIX socket paths must stay short
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(TERM="xterm-256color", MATRIX_LOAD_PLUGINS="dialogue,simllm,jsonl")
     cmd = [
         sys.executable, "-c", "from matrix_core.cli import main; main()", "run", "dialogue", "llm=simllm",
-        f"output.path={tmp_path / 'd.jsonl'}", "dataset.limit=4", "run.num_cpus=2",
+        f"output.path={tmp_path / 'd.jsonl'}", "dataset.limit=4", "run.num_cpus=2", f"run.ray_temp_dir={ray_tmp}",
         # ~15 tokens/s per sequence: a turn takes seconds, a task (four turns) tens of seconds.
         "llm.decode_tps_single=15", "llm.output_tokens.dist=fixed", "llm.output_tokens.mean=40",
     ]
@@ -72,6 +75,7 @@ def test_tty_shows_roles_and_tokens_before_the_first_task_finishes(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
         os.close(master)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     text = ANSI.sub("", out.decode(errors="replace"))
     assert seen is not None, f"no frame with role lines and tokens/s > 0 before the first task finished:\n{text[-4000:]}"
     headline, roles = seen
