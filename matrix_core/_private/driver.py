@@ -382,7 +382,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         if needs_llm:
             service = backend.start(llm_cfg)
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
-        prom.bind_run(run_id, cfg["workflow"]), prom.write_service_discovery()
+        prom.bind_run(run_id, cfg["workflow"])
+        prom.write_service_discovery()  # where Prometheus finds this Ray's metrics exporters
         if any(getattr(r.agent_cls, "uses_runtime", False) for r in roles.values()):
             if runtime_spec is None:
                 raise ConfigError(
