@@ -8,7 +8,6 @@ shows its queue, in-flight steps and step latency while the run goes on.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
