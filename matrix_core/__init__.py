@@ -40,9 +40,16 @@ __all__ = [
     "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMCache", "LLMClient",
     "LLMError", "LLMResult", "MatrixError", "Offloaded", "Orchestrator", "PluginHost", "RunMetrics",
     "RuntimeClient", "Sandbox", "ServiceHandle", "Sink", "SinkSpec", "Status", "TaskState", "ToolCall", "ToolRuntime", "ToolRuntimeSpec", "Turn",
-    "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "run", "task_id_for",
+    "Usage", "WorkflowSpec", "get_plugin_host", "hookimpl", "report_figure", "run", "task_id_for",
     "to_openai_messages",
 ]
+
+
+def report_figure(title: str, width: float = 6.4, height: float = 3.6):
+    """A matplotlib ``(figure, axes)`` for :meth:`RunMetrics.plots` (``matrix report``)."""
+    from ._private.report import figure
+
+    return figure(title, width, height)
 
 
 def run(workflow: str, overrides: list[str] | tuple[str, ...] = (), **kwargs):

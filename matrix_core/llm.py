@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import certifi
 import httpx
 
+from ._private.metrics import LLMMetrics, error_kind
 from ._private.tool_calling import ToolCalling
 from .errors import MatrixError
 from .options import LLMClientOptions
@@ -171,6 +172,7 @@ class LLMClient:
         transport: httpx.AsyncBaseTransport | None = None,
         cache: "LLMCache | None" = None,
         tool_calling: str = "native",
+        resource: str = "default",
     ):
         if not endpoints:
             raise LLMError("LLM client has no endpoints")
@@ -185,6 +187,7 @@ class LLMClient:
         self.default_params = dict(default_params or {})
         self.cache = cache
         self.tool_calling = ToolCalling(tool_calling)  # native | prompted | auto (probed once); configs default to auto
+        self._metrics = LLMMetrics(resource)  # Prometheus series of this LLM resource
         mounts = {}
         if transport is None:
             for e in endpoints:
@@ -252,8 +255,11 @@ class LLMClient:
         for attempt in range(self.max_retries + 1):
             state = self._pick(sticky_key, tried if len(tried) < len(self._states) else set())
             try:
-                return await self._call(state, body)
+                result = await self._call(state, body)
+                self._metrics.ok(result)
+                return result
             except _Retryable as exc:
+                self._metrics.error(exc.kind, retrying=attempt < self.max_retries)
                 last_error = str(exc)
                 if exc.endpoint_down:
                     state.failures += 1
@@ -283,9 +289,9 @@ class LLMClient:
                 finally:
                     self._pool_load[pool] -= 1
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                raise _Retryable(f"{endpoint.base_url} unreachable ({type(exc).__name__})", endpoint_down=True) from None
+                raise _Retryable(f"{endpoint.base_url} unreachable ({type(exc).__name__})", endpoint_down=True, kind="connection") from None
             except httpx.TimeoutException:
-                raise _Retryable(f"{endpoint.base_url} timed out after {self.timeout_s:g}s") from None
+                raise _Retryable(f"{endpoint.base_url} timed out after {self.timeout_s:g}s", kind="timeout") from None
             finally:
                 state.in_flight -= 1
         latency = time.perf_counter() - started
@@ -293,13 +299,16 @@ class LLMClient:
             raise _Retryable(
                 f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}",
                 retry_after=_retry_after(response),
+                kind=error_kind(response.status_code),
             )
         if response.status_code >= 400:
+            self._metrics.error(error_kind(response.status_code), retrying=False)
             raise LLMError(f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}")
         state.failures = 0
         try:
             return _parse_completion(response.json(), body["model"], endpoint.base_url, latency)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            self._metrics.error("malformed", retrying=False)
             raise LLMError(f"{endpoint.base_url} sent a malformed completion: {exc}") from None
 
     async def _cached_chat(self, body: dict[str, Any], sticky_key: str | None) -> LLMResult:
@@ -358,8 +367,9 @@ def _parse_choice(choice: Mapping[str, Any]) -> Choice:
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, endpoint_down: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, endpoint_down: bool = False, kind: str = "connection"):
         super().__init__(message)
+        self.kind = kind
         self.retry_after = retry_after
         self.endpoint_down = endpoint_down
 
@@ -388,8 +398,9 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Mapping[str, Any],
-                       cache: "LLMCache | None" = None) -> LLMClient:
-    """Build the client from the ``llm.client`` config section (typed, or a plain mapping) and the run's response cache."""
+                       cache: "LLMCache | None" = None, resource: str = "default") -> LLMClient:
+    """Build the client from the ``llm.client`` config section (typed, or a plain mapping), the run's
+    response cache, and the name of the LLM resource it serves (metrics label)."""
     if not isinstance(cfg, LLMClientOptions):
         cfg = LLMClientOptions.model_validate(dict(cfg or {}))
     return LLMClient(
@@ -402,4 +413,5 @@ def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Ma
         default_params=cfg.params,
         cache=cache,
         tool_calling=cfg.tool_calling,
+        resource=resource,
     )

@@ -49,6 +49,11 @@ class RunMetrics:
     def result(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def plots(self) -> list[tuple[str, Any]]:
+        """``(title, matplotlib Figure)`` pairs for the workflow's section of ``matrix report``,
+        drawn from what ``add`` saw (its ``result()`` is shown as a table above them)."""
+        return []
+
 
 @dataclass(frozen=True)
 class AgentSpec:

@@ -12,10 +12,18 @@ if ! command -v bwrap >/dev/null 2>&1; then
         echo "warning: bubblewrap (bwrap) not found; runtime=sandbox needs it: sudo apt-get install bubblewrap" >&2
     fi
 fi
+# `matrix report` pages are checked in a real headless browser by the tests: Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else
+        echo "warning: chromium not found; the report tests need it: sudo apt-get install chromium" >&2
+    fi
+fi
 PIP="$PY -m pip install --disable-pip-version-check -q -c constraints.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package (editable installs need it).
 $PY -m pip install --disable-pip-version-check -q "setuptools>=70.1" wheel
-$PIP -e ".[test,bench]" \
+$PIP -e ".[test,bench,report]" \
     -e "plugins/sinks/jsonl[zst]" \
     -e plugins/sinks/parquet \
     -e plugins/sinks/hfdatasets \

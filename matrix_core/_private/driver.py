@@ -27,7 +27,9 @@ from ..protocol import Orchestrator, Status
 from ..specs import SinkSpec, ToolRuntimeSpec, WorkflowSpec
 from .messages import Completion, Delivery, Directory, ReplicaSlot
 from .plan import RoleSpec, RunPlan
+from . import metrics as prom
 from . import resources as resources_mod
+from .live import HostPoller, expected_tasks
 from .progress import Counters, Progress
 from .ray_errors import remote_error
 from .routing import Router
@@ -101,6 +103,7 @@ class _Drive:
         self.on_written: Callable[[list[str]], None] | None = None  # e.g. releases the written tasks' sandboxes
         self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self.router.update) for h in hosts]
         self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
+        self.poller = HostPoller(hosts, self.progress.interval_s)
 
     def _box(self, send, on_reply) -> Outbox:
         return Outbox(send=send, on_reply=on_reply, on_error=self._send_failed,
@@ -145,6 +148,7 @@ class _Drive:
         while True:
             exhausted = await self._fill(source)
             if exhausted and self.counters.in_flight <= 0:
+                await self.poller.poll(self.counters, force=True)  # the final numbers for the live view
                 return
             completions: list[Completion] = await self.sink.poll.remote(0.5)
             for done in completions:
@@ -159,6 +163,7 @@ class _Drive:
                 if await self._restarted() or stalled:
                     await self.reconcile()
                     last_progress = time.monotonic()
+            await self.poller.poll(self.counters)
             self.progress.update()
 
     async def _fill(self, source: Iterator[Orchestrator]) -> bool:
@@ -169,6 +174,7 @@ class _Drive:
             orch = next(source, None)
             if orch is None:
                 c.skipped = self.tasks.skipped
+                prom.admitted(injected)
                 return True
             c.in_flight += 1
             c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
@@ -177,6 +183,7 @@ class _Drive:
             if injected % 256 == 0:
                 await asyncio.sleep(0)  # let the outboxes flush while we keep reading rows
         c.skipped = self.tasks.skipped
+        prom.admitted(injected)
         return False
 
     async def _restarted(self) -> bool:
@@ -221,6 +228,7 @@ class _Drive:
         if lost:
             from_checkpoint = sum(t in checkpoints for t in lost)
             self.resent += len(lost)
+            prom.resent(len(lost))
             self.resent_from_checkpoint += from_checkpoint
             log.warning("re-sent %d task(s) lost in flight (%d from a checkpoint)", len(lost), from_checkpoint)
 
@@ -239,6 +247,8 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
         hosts_n = _host_count(conf.run)
         roles = _roles(conf, hosts_n)
+        prom.bind_run(run_id, conf.workflow)
+        prom.write_service_discovery()  # where Prometheus finds this Ray's metrics exporters
         _start_llms(llm_resources, host, teardown)
         runtime = _start_runtime(conf, plugins, roles, run_id, teardown, summary)
         plan = _plan(conf, plugins.workflow, roles, hosts_n, llm_resources)
@@ -247,6 +257,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         hosts, incarnations = _start_hosts(plan, placement, directory, teardown)
         tasks = Tasks(plugins.rows, plugins.workflow.orchestrator, conf, existing)
         drive = _Drive(plan, conf.run, tasks, hosts, incarnations, directory, sink, progress_mode or conf.run.progress)
+        drive.counters.total = expected_tasks(conf.raw)
         if runtime is not None:
             drive.on_written = runtime.release_tasks
         asyncio.run(drive.run())
@@ -347,7 +358,7 @@ def _directory(plan: RunPlan, run_id: str) -> tuple[list[list[tuple[str, int]]],
         for role, replica in on_host:
             replicas.setdefault(role, []).append(ReplicaSlot(i, replica, plan.roles[role].max_in_flight))
     hosts = [f"matrix-host-{run_id}-{i}" for i in range(len(placement))]
-    return placement, Directory(sink=f"matrix-sink-{run_id}", hosts=hosts, replicas=replicas)
+    return placement, Directory(sink=f"matrix-sink-{run_id}", hosts=hosts, replicas=replicas, run_id=run_id)
 
 
 def _start_sink(conf: MatrixConfig, plugins: _Plugins, directory: Directory, teardown: ExitStack):

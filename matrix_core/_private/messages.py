@@ -46,3 +46,4 @@ class Directory:
     sink: str
     hosts: list[str]
     replicas: dict[str, list[ReplicaSlot]]
+    run_id: str = ""  # a label of the run's metrics

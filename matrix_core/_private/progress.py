@@ -1,11 +1,9 @@
-"""Progress on stderr: a live rich bar on a terminal, a plain line every few seconds otherwise."""
-
+"""Progress on stderr: a live rich view per role on a terminal (live.py), a plain line every few seconds otherwise."""
 from __future__ import annotations
 
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -18,6 +16,8 @@ class Counters:
     peak_in_flight: int = 0
     hops: int = 0
     tokens: int = 0
+    turn_tokens: int = 0  # tokens of finished turns, polled from the hosts (live.HostPoller)
+    roles: dict = field(default_factory=dict)  # per-role counts from the hosts
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -29,27 +29,21 @@ class Counters:
 
 
 class Progress:
-    """``mode``: auto (a bar on a terminal, lines otherwise), bar, lines or off."""
-
     def __init__(self, counters: Counters, mode: str = "auto", interval_s: float = 5.0):
         self.c = counters
         self.tty = sys.stderr.isatty() if mode == "auto" else mode == "bar"
         self.enabled = mode != "off"
         self.interval_s = 0.2 if self.tty else interval_s
         self._last = 0.0
-        self._bar: Any = None
-
-    def rates(self) -> str:
-        c = self.c
-        return f"{c.rate(c.done + c.failed):.1f} tasks/s | {c.rate(c.tokens):.0f} tokens/s"
+        self.live = None
 
     def line(self) -> str:
         c = self.c
         finished = c.done + c.failed
-        total = f"/{c.total}" if c.total is not None else ""
+        total = f"/{c.total - c.skipped}" if c.total is not None else ""
         return (
             f"tasks {finished}{total} (done {c.done}, failed {c.failed}, in flight {c.in_flight}) "
-            f"| {self.rates()} | {c.elapsed:.0f}s"
+            f"| {c.rate(finished):.1f} tasks/s | {c.rate(max(c.tokens, c.turn_tokens)):.0f} tokens/s | {c.elapsed:.0f}s"
         )
 
     def update(self, force: bool = False) -> None:
@@ -57,40 +51,17 @@ class Progress:
         if not self.enabled or (not force and now - self._last < self.interval_s):
             return
         self._last = now
-        if not self.tty:
+        if self.tty:
+            from .live import LiveView
+
+            self.live = self.live or LiveView(self.c, sys.stderr)
+            self.live.update()
+        else:
             sys.stderr.write(self.line() + "\n")
-            sys.stderr.flush()
-            return
-        if self._bar is None:
-            self._bar = _start_bar()
-        c = self.c
-        detail = f"done {c.done}, failed {c.failed}, in flight {c.in_flight} | {self.rates()}"
-        self._bar.update(0, completed=c.done + c.failed, total=c.total, detail=detail)
-        self._bar.refresh()
+        sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled:
             self.update(force=True)
-            if self._bar is not None:
-                self._bar.stop()
-                self._bar = None
-
-
-def _start_bar() -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as RichProgress
-
-    # Refreshed by update() only: no extra thread, and the driver decides how often.
-    bar = RichProgress(
-        TextColumn("tasks"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True, force_terminal=True),
-        auto_refresh=False,
-    )
-    bar.add_task("tasks", total=None, detail="")
-    bar.start()
-    return bar
+            if self.live is not None:
+                self.live.close()

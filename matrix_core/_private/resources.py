@@ -252,7 +252,7 @@ class HostLLMs:
                 canonical = resources.aliases[name]
                 if canonical not in self.clients:
                     b = resources.bindings[canonical]
-                    self.clients[canonical] = client_from_config(b.endpoints, b.client, cache=cache)
+                    self.clients[canonical] = client_from_config(b.endpoints, b.client, cache=cache, resource=canonical)
 
     def _names(self, role: str) -> list[str]:
         r = self.resources

@@ -21,6 +21,7 @@ import ray
 
 from ..agent import AgentContext
 from ..protocol import Hop, Orchestrator, Status
+from . import metrics as prom
 from .llm_cache import cache_from_config
 from .messages import Delivery, Directory, LoadReport
 from .plan import RunPlan
@@ -105,6 +106,7 @@ class Replica:
 
     def put(self, orch: Orchestrator) -> None:
         self.queue.put_nowait((time.perf_counter(), orch))
+        self.host.metrics.task_in(self.role)
         if self.queue.qsize() > len(self._waiting) and len(self._workers) < self.max_in_flight:
             self._workers.append(asyncio.ensure_future(self._work()))
 
@@ -173,6 +175,7 @@ class AgentHostImpl:
         return self.incarnation
 
     async def _start(self) -> None:
+        self.metrics = prom.HostStats(self.directory.run_id, self.plan.workflow, self.replicas).start()
         self.sink = ray.get_actor(self.directory.sink)
         cache = cache_from_config(self.plan.run_config.get("cache"))
         self.llm = HostLLMs(self.plan.llm_resources, [r for r, _ in self.placement], cache=cache)
@@ -217,6 +220,7 @@ class AgentHostImpl:
     async def process(self, replica: Replica, orch: Orchestrator, enqueued: float) -> None:
         started = time.perf_counter()
         orch.current_role = replica.role
+        turns_before = len(orch.history)
         plan = self.plan
         try:
             remaining = None
@@ -239,6 +243,7 @@ class AgentHostImpl:
             orch.fail(exc, replica.role)
             next_role = None
         replica.steps += 1
+        self.metrics.step(replica.role, time.perf_counter() - started, turns_before, orch)
         if type(orch).record_hops:
             orch.hops.append(Hop(role=replica.role, host=self.index, queued_s=started - enqueued, step_s=time.perf_counter() - started))
         if next_role is not None and orch.steps >= plan.max_steps:
@@ -316,7 +321,13 @@ class AgentHostImpl:
             "llm_cache": self.llm.cache.stats() if self.llm is not None and self.llm.cache is not None else None,
         }
 
+    async def live_stats(self) -> dict[str, dict[str, Any]]:
+        """Per-role counts, queue and in-flight now: the driver's live view polls this."""
+        await self.start()
+        return self.metrics.snapshot()
+
     async def close(self) -> None:
+        self.metrics.stop()
         for reps in self.replicas.values():
             for rep in reps:
                 rep.stop()

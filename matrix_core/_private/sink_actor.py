@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import MatrixError
 from ..protocol import Orchestrator, Status
+from . import metrics as prom
 from .messages import Completion
 
 log = logging.getLogger("matrix.sink")
@@ -43,6 +44,7 @@ class SinkActorImpl:
         self._lock: FileLock | None = None
         self._ckpt_file = None
         self.incarnation = uuid.uuid4().hex
+        prom.bind_from_actor_name(self.owner.get("workflow", ""))
 
     def _sidecar(self, suffix: str) -> Path | None:
         location = self.sink.location
@@ -127,6 +129,7 @@ class SinkActorImpl:
             finally:
                 self.writing.difference_update(t for t, _ in batch_ids)
             self.written.update(batch_ids)
+            prom.written(records)
             self.pending.extend(completions)
             self.event.set()
         return len(records)

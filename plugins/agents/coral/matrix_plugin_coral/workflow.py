@@ -275,3 +275,14 @@ class CoralMetrics(RunMetrics):
             "completion_tokens_per_dialogue": self.completion / n,
             "total_tokens_per_dialogue": self.total / n,
         }
+
+    def plots(self) -> list[tuple[str, Any]]:
+        from matrix_core import report_figure
+
+        r = self.result()
+        fig, ax = report_figure("Accuracy and agreement")
+        names = ["accuracy", "first_answer_accuracy", "agreement_rate"]
+        ax.bar(["final answer\naccuracy", "first answer\naccuracy", "agreement"], [r[k] for k in names], color=["#55a868", "#4c72b0", "#dd8452"])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"share of {self.dialogues} dialogues")
+        return [("Coral accuracy and agreement", fig)]

@@ -274,3 +274,19 @@ class NRMetrics(RunMetrics):
                 out[f"tokens_{stage}"] = self.tokens[stage]
         out["top_rejections"] = ", ".join(f"{k} x{v}" for k, v in self.reasons.most_common(4)) or "none"
         return out
+
+    def plots(self) -> list[tuple[str, Any]]:
+        from matrix_core import report_figure
+
+        fig, ax = report_figure("Funnel")
+        labels = ["documents in", *(f"kept after {s}" for s in self.stages), "questions out"]
+        values = [self.docs, *(self.kept[s] for s in self.stages), self.questions]
+        ax.barh(labels[::-1], values[::-1], color="#4c72b0")
+        ax.set_xlabel("documents")
+        plots = [("NaturalReasoning funnel", fig)]
+        if self.reasons:
+            fig, ax = report_figure("Rejections")
+            top = self.reasons.most_common(8)[::-1]
+            ax.barh([k for k, _ in top], [v for _, v in top], color="#c44e52")
+            plots.append(("NaturalReasoning rejections", fig))
+        return plots

@@ -454,3 +454,31 @@ class Tau2Metrics(RunMetrics):
             for domain, path in export_records(self.tau2_records, self.tau2_results, self.tau2_config).items():
                 out[f"tau2_results[{domain}]"] = str(path)
         return out
+
+    def plots(self) -> list[tuple[str, Any]]:
+        from matrix_core import report_figure
+
+        domains = sorted(self.rewards)
+        fig, ax = report_figure("Average reward per domain")
+        ax.bar(domains, [_mean([r for v in self.rewards[d].values() for r in v]) for d in domains], color="#4c72b0")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("reward")
+        plots = [("tau2 reward per domain", fig)]
+        fig, ax = report_figure("pass^k per domain")
+        for d in domains:
+            ks = [k for k in range(1, self.trials + 1) if pass_hat_k(self.rewards[d], k) is not None]
+            ax.plot(ks, [pass_hat_k(self.rewards[d], k) for k in ks], marker="o", label=d)
+        ax.set_xlabel("k (trials that must all succeed)")
+        ax.set_ylim(-0.05, 1.05)
+        if domains:
+            ax.legend()
+        plots.append(("tau2 pass^k", fig))
+        fig, ax = report_figure("Termination reasons")
+        reasons = sorted(self.terminations)
+        ax.barh(reasons, [self.terminations[r] for r in reasons], color="#8172b2")
+        ax.set_xlabel("trajectories")
+        return plots + [("tau2 termination reasons", fig)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
