@@ -134,8 +134,10 @@ def _empty(ax, text: str) -> None:
 
 
 def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    plots = []
+    return [plot(records) for plot in (_latency_plot, _step_plot, _turns_plot, _tokens_plot, _failures_plot, _throughput_plot)]
 
+
+def _latency_plot(records: list[dict[str, Any]]) -> tuple[str, Any]:
     fig, ax = figure("Task latency")
     latencies = [task_latency(r) for r in records if r.get("hops")]
     if latencies:
@@ -144,8 +146,10 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ax.set_ylabel("tasks")
     else:
         _empty(ax, "no hop timings in this output")
-    plots.append(("Task latency distribution", fig))
+    return "Task latency distribution", fig
 
+
+def _step_plot(records: list[dict[str, Any]]) -> tuple[str, Any]:
     fig, ax = figure("Step latency per role")
     by_role: dict[str, list[float]] = defaultdict(list)
     for r in records:
@@ -158,8 +162,10 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ax.set_ylabel("seconds per step")
     else:
         _empty(ax, "no hop timings in this output")
-    plots.append(("Per-role step latency", fig))
+    return "Per-role step latency", fig
 
+
+def _turns_plot(records: list[dict[str, Any]]) -> tuple[str, Any]:
     fig, ax = figure("Turns per task")
     turns = [len(r.get("history") or []) for r in records]
     if turns:
@@ -169,8 +175,10 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ax.set_ylabel("tasks")
     else:
         _empty(ax, "no tasks")
-    plots.append(("Turns per task", fig))
+    return "Turns per task", fig
 
+
+def _tokens_plot(records: list[dict[str, Any]]) -> tuple[str, Any]:
     fig, ax = figure("Tokens per role")
     prompt: Counter[str] = Counter()
     completion: Counter[str] = Counter()
@@ -188,8 +196,10 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ax.tick_params(axis="x", rotation=20)
     else:
         _empty(ax, "no token usage recorded")
-    plots.append(("Tokens per role", fig))
+    return "Tokens per role", fig
 
+
+def _failures_plot(records: list[dict[str, Any]]) -> tuple[str, Any]:
     fig, ax = figure("Failures by reason")
     reasons = Counter(failure_reason(r) for r in records if r.get("status") != "done")
     if reasons:
@@ -198,8 +208,10 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ax.set_xlabel("tasks")
     else:
         _empty(ax, "no failed tasks")
-    plots.append(("Failures by reason", fig))
+    return "Failures by reason", fig
 
+
+def _throughput_plot(records: list[dict[str, Any]]) -> tuple[str, Any]:
     fig, ax = figure("Throughput over time")
     ends = sorted(r["created_at"] + task_latency(r) for r in records if r.get("created_at"))
     if len(ends) >= 2:
@@ -218,8 +230,7 @@ def core_plots(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         rate.legend(loc="lower right")
     else:
         _empty(ax, "fewer than two finished tasks")
-    plots.append(("Throughput over time", fig))
-    return plots
+    return "Throughput over time", fig
 
 
 # --- the workflow's own section ---------------------------------------------------------

@@ -80,6 +80,15 @@ def plan_resources(cfg: Mapping[str, Any], host, roles: Mapping[str, Any]) -> LL
 
     ``roles`` maps role name -> RoleSpec (``agent_cls`` and ``options`` are read).
     """
+    configs, aliases, listing = _declared(cfg, host)
+    role_llm, role_extra = _bind_roles(cfg, roles, aliases, listing)
+    resources = LLMResources(aliases, configs, role_llm, role_extra)
+    _check_ports(resources)
+    return resources
+
+
+def _declared(cfg: Mapping[str, Any], host) -> tuple[dict[str, dict[str, Any]], dict[str, str], str]:
+    """The run's resources (``llm`` and ``llms.NAME``) and aliases, each resolved to a defined one."""
     declared = cfg.get("llms") or {}
     if not isinstance(declared, Mapping):
         raise ConfigError(f"llms must map resource names to backend sections, got {type(declared).__name__}")
@@ -121,6 +130,12 @@ def plan_resources(cfg: Mapping[str, Any], host, roles: Mapping[str, Any]) -> LL
                 f"installed: {', '.join(sorted(backends))}"
             )
 
+    return configs, aliases, listing
+
+
+def _bind_roles(cfg: Mapping[str, Any], roles: Mapping[str, Any], aliases: Mapping[str, str],
+                listing: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Which resource each role calls as ``self.llm`` and which others it may reach by name."""
     role_llm: dict[str, str] = {}
     role_extra: dict[str, list[str]] = {}
     agents = cfg.get("agents") or {}
@@ -146,9 +161,7 @@ def plan_resources(cfg: Mapping[str, Any], host, roles: Mapping[str, Any]) -> LL
             role_llm[role] = name
         if extra:
             role_extra[role] = [str(n) for n in extra]
-    resources = LLMResources(aliases, configs, role_llm, role_extra)
-    _check_ports(resources)
-    return resources
+    return role_llm, role_extra
 
 
 def _check_ports(resources: LLMResources) -> None:
