@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -166,23 +168,40 @@ def add_workers_command(name: str, count: int, no_wait: bool) -> None:
 @cluster_group.command("status")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_command(name: str, as_json: bool) -> None:
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1), help="Seconds to wait for the cluster's answer.")
+def status_command(name: str, as_json: bool, timeout: float) -> None:
     """Nodes, CPUs/GPUs used and free, Serve applications and Matrix runs of cluster NAME."""
     info = state.require(name)
     jobs = executor_for(info["executor"]).states(info)
-    live, problem = None, None
+    live, problem = None, "the head is not up yet"
     if info.get("address"):
-        try:
-            with connected(_driver_address(info), auth_env(info)):
-                live = collect()
-        except MatrixError as exc:
-            problem = str(exc)
-    else:
-        problem = "the head is not up yet"
+        live, problem = _ask(info, timeout)
     if as_json:
         click.echo(json.dumps({"cluster": state.public(info), "jobs": jobs, "live": live, "problem": problem}, indent=2))
     else:
         click.echo(render(info, jobs, live, problem))
+    if problem and problem.startswith("no answer"):
+        sys.stdout.flush()
+        os._exit(1)  # the connection attempt may still hang in its thread
+
+
+def _ask(info: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str | None]:
+    """What the cluster holds, or why not; a cluster that does not answer in time is reported as such."""
+    import threading
+
+    answer: dict[str, Any] = {"live": None, "problem": f"no answer from {_driver_address(info)} within {timeout:.0f}s"}
+
+    def ask() -> None:
+        try:
+            with connected(_driver_address(info), auth_env(info)):
+                answer.update(live=collect(), problem=None)
+        except MatrixError as exc:
+            answer["problem"] = str(exc)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer["live"], answer["problem"]
 
 
 @cluster_group.command("stop")

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,25 @@ def kill_tree(pgid: int | None, temp_dir: str | None, grace_s: float = 30.0) -> 
                     p.kill()
             except psutil.Error:
                 pass
+
+
+class _Relay(threading.Thread):
+    """Copies ray start's output to ours; ``up`` once it says the node started."""
+
+    def __init__(self, proc: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.proc, self.up = proc, False
+        self.start()
+
+    def run(self) -> None:
+        for line in iter(self.proc.stdout.readline, b""):
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+            self.up = self.up or b"Ray runtime started" in line
+
+    def finish(self) -> bool:
+        self.join(10)
+        return self.up
 
 
 def _end(proc: subprocess.Popen, temp_dir: str, grace_s: float = 20.0) -> None:
@@ -138,13 +158,23 @@ class RayNode:
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
         print(f"matrix cluster: {self.role} {index} on {socket.gethostname()} ({ip}): {' '.join(cmd)}", flush=True)
-        proc = subprocess.Popen(cmd, env=env)  # in our process group: ending the group ends the node
-        try:
-            if self.role == "head":
-                self._announce(root, proc, ip, temp)
-            return proc.wait()
-        finally:
-            _end(proc, temp)
+        deadline = time.monotonic() + self.head_wait_s
+        while True:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # our process group
+            output = _Relay(proc)
+            try:
+                if self.role == "head":
+                    self._announce(root, proc, ip, temp)
+                rc = proc.wait()
+            finally:
+                _end(proc, temp)
+            up = output.finish()
+            # Ray gives a raylet 30 s to register; a busy GCS (many nodes joining, a loaded host)
+            # can miss that. Such a start is tried again; a node that was up and died is not.
+            if up or rc == 0 or self.role == "head" or time.monotonic() > deadline:
+                return rc
+            print(f"matrix cluster: ray start exited with {rc} before the node came up; trying again", flush=True)
+            time.sleep(2.0)
 
     def _announce(self, root: Path, proc: subprocess.Popen, ip: str, temp: str) -> None:
         deadline = time.monotonic() + self.head_wait_s
