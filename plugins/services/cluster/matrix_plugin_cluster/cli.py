@@ -13,7 +13,7 @@ from matrix_core._private.clusters import auth_env, known
 from matrix_core.errors import ConfigError, MatrixError
 
 from . import state
-from .executors import SLURM_OPTIONS, executor_for
+from .executors import PASSED_THROUGH, executor_for
 from .live import alive_nodes, collect, connected, render
 from .node import HEAD_FILE
 
@@ -64,7 +64,7 @@ def _wait_for_nodes(info: dict[str, Any], executor, expected: int, records: list
         except Exception:  # the GCS is busy: ask again
             return False
 
-    with connected(_driver_address(info), auth_env(info)):
+    with connected(_driver_address(info), auth_env(info), float(info["options"]["timeout"])):
         _wait(f"{expected} alive Ray nodes in cluster {info['name']!r}", float(info["options"]["timeout"]), enough, problem)
 
 
@@ -88,7 +88,7 @@ def cluster_group() -> None:
 
 
 def _slurm_options(f):
-    for opt in reversed(SLURM_OPTIONS):
+    for opt in reversed(PASSED_THROUGH):
         f = click.option(f"--{opt.replace('_', '-')}", opt, default=None, help=f"Slurm {opt} (sbatch --{opt.replace('_', '-')}).")(f)
     return click.option("--sbatch", "sbatch", multiple=True, metavar="LINE",
                         help="Extra #SBATCH option, e.g. --sbatch '--constraint=volta' (repeatable).")(f)
@@ -107,6 +107,7 @@ def _slurm_options(f):
 @click.option("--port", type=click.IntRange(1, 65534), help="GCS port of the head (local: a free one; Slurm: 6379).")
 @click.option("--dashboard/--no-dashboard", default=None, help="Ray dashboard on the head (default: on for Slurm, off locally).")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1), help="Seconds to wait for each node to come up.")
+@click.option("--time", "time", default="1440", show_default=True, help="Slurm time limit of each job (minutes or D-HH:MM:SS); workers requeue when it ends.")
 @click.option("--max-requeues", default=30, show_default=True, type=click.IntRange(0), help="Slurm: times a job may requeue after a time limit.")
 @_slurm_options
 def start_command(name: str, local: bool, workers: int, **opts: Any) -> None:

@@ -22,6 +22,8 @@ from .node import RayNode, kill_tree, port_open
 from .state import cluster_dir, log_tail
 
 SLURM_OPTIONS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem")
+PASSED_THROUGH = tuple(o for o in SLURM_OPTIONS if o != "time")  # --time has its own option with a default
+SACCT_EVERY_S = 5.0
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 
 
@@ -126,6 +128,9 @@ class SlurmExecutor:
 
     name = "slurm"
 
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, str]] = {}
+
     @staticmethod
     def check() -> None:
         if shutil.which("sbatch") is None:
@@ -173,7 +178,15 @@ class SlurmExecutor:
         return {j: (info.get(j) or {}).get("State", "UNKNOWN").split(" ")[0] for j in job_ids}
 
     def problem(self, record: dict[str, Any]) -> str | None:
-        state = self.job_states([record["job_id"]])[record["job_id"]]
+        import time
+
+        # sacct loads the accounting database: ask at most every few seconds while waiting.
+        cached = self._seen.get(record["job_id"])
+        if cached and time.monotonic() - cached[0] < SACCT_EVERY_S:
+            state = cached[1]
+        else:
+            state = self.job_states([record["job_id"]])[record["job_id"]]
+            self._seen[record["job_id"]] = (time.monotonic(), state)
         if state not in FINISHED:
             return None
         tail = log_tail(record["log"]) if Path(record["log"]).exists() and Path(record["log"]).stat().st_size else log_tail(record["stdout"])

@@ -17,19 +17,31 @@ BASIC = ("CPU", "GPU", "memory", "object_store_memory")
 
 
 @contextmanager
-def connected(address: str, token_env: dict[str, str]) -> Iterator[None]:
-    """A Ray connection to ``address`` for this command only (token from the cluster info)."""
+def connected(address: str, token_env: dict[str, str], timeout: float = 120.0) -> Iterator[None]:
+    """A Ray connection to ``address`` for this command only (token from the cluster info).
+
+    A head whose GCS port is open may not take drivers yet (its raylet still registering),
+    so joining is tried again until ``timeout``.
+    """
     import logging
+    import time
 
     import ray
 
     from matrix_core._private.clusters import use_auth
 
     use_auth(token_env)
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise MatrixError(f"cannot join the cluster at {address}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            break
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            ray.shutdown()
+            if time.monotonic() > deadline:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise MatrixError(f"cannot join the cluster at {address} (tried for {timeout:.0f}s): {why}") from None
+            time.sleep(2.0)
     try:
         yield
     finally:

@@ -28,7 +28,8 @@ def install(bin_dir: Path, state_dir: Path) -> dict[str, str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     for name in NAMES:
         path = bin_dir / name
-        path.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {name!r}\nrunpy.run_path({__file__!r}, run_name='__main__')\n")
+        path.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                        f"import slurm_standin\nslurm_standin.main({name!r}, sys.argv[1:])\n")
         path.chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state_dir)}
 
@@ -101,7 +102,7 @@ def _run(job_id: str) -> None:
         job = jobs()[job_id]
         if job["state"] != "PENDING":  # cancelled while pending
             return
-        env = {**os.environ, "SLURM_JOB_ID": str(int(number) * 1000 + int(task or 0)), "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        env = {**os.environ, "SLURM_JOB_ID": str(int(number) * 1000 + int(task)) if task else number, "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
                "SLURM_NODEID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost",
                "SLURM_STANDIN_JOB": job_id}
         if task:
@@ -206,9 +207,9 @@ def scontrol(args: list[str]) -> None:
             _set(job_id, requeue=True)
 
 
+def main(name: str, args: list[str]) -> None:
+    {"sbatch": sbatch, "srun": srun, "sacct": sacct, "squeue": squeue, "scancel": scancel, "scontrol": scontrol}[name](args)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_run"]:
-        _run(sys.argv[2])
-    else:
-        name = Path(sys.argv[0]).name
-        globals()[name](sys.argv[1:])
+    _run(sys.argv[2])  # python slurm_standin.py _run JOB_ID: the scheduler of one job
