@@ -45,7 +45,9 @@ def _jobs():
         path = _dir() / "jobs.json"
         jobs = json.loads(path.read_text()) if path.exists() else {}
         yield jobs
-        path.write_text(json.dumps(jobs, indent=1))
+        tmp = path.with_name(f".jobs.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(jobs, indent=1))
+        os.replace(tmp, path)  # readers never see half a file
 
 
 def jobs() -> dict:

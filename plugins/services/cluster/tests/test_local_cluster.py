@@ -96,14 +96,14 @@ def test_local_cluster_runs_survive_losing_a_worker_and_stop_leaves_nothing(env,
         relay_out, dialogue_out = tmp_path / "relay.jsonl", tmp_path / "dialogue.jsonl"
         # One slot of each resource per worker: the two placed roles of a run land on different workers.
         relay = subprocess.Popen(
-            ["matrix", "run", "relay", "--cluster", "t1", "dataset.size=300", "run.hosts=1", "run.max_concurrent_tasks=4",
+            ["matrix", "run", "relay", "--cluster", "t1", "dataset.size=2000", "run.hosts=1", "run.max_concurrent_tasks=8",
              "run.progress=none", f"output.path={relay_out}", "agents.a.sleep_ms=200", "agents.b.sleep_ms=200",
              "+agents.a.resources={matrix_relay: 1}", "+agents.b.resources={matrix_relay: 1}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         dialogue = subprocess.Popen(
             ["matrix", "run", "dialogue", "--cluster", "t1", "llm=simllm", "llm.time_scale=1",
-             "run.max_concurrent_tasks=2", "run.progress=none", f"output.path={dialogue_out}",
+             "run.max_concurrent_tasks=1", "run.progress=none", f"output.path={dialogue_out}",
              "+agents.questioner.resources={matrix_dialogue: 1}", "+agents.answerer.resources={matrix_dialogue: 1}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
@@ -141,8 +141,8 @@ def test_local_cluster_runs_survive_losing_a_worker_and_stop_leaves_nothing(env,
         dialogue_log, _ = dialogue.communicate(timeout=WAIT_S)
         assert relay.returncode == 0, relay_log
         assert dialogue.returncode == 0, dialogue_log
-        assert done_at_kill[0] < 300 and done_at_kill[1] < 24  # the kill landed mid-run
-        for path, ids in ((relay_out, [task_id_for(str(i), 0) for i in range(1, 301)]), (dialogue_out, None)):
+        assert done_at_kill[0] < 2000 and done_at_kill[1] < 24  # the kill landed mid-run
+        for path, ids in ((relay_out, [task_id_for(str(i), 0) for i in range(1, 2001)]), (dialogue_out, None)):
             records = read_records(path)
             assert all(r["status"] == "done" for r in records), [r.get("error") for r in records if r["status"] != "done"][:3]
             if ids is None:

@@ -64,7 +64,7 @@ def test_without_sbatch_slurm_is_not_available_and_local_is_suggested(tmp_path):
 def test_slurm_standins_head_and_worker_array_follow_pending_running_requeue_stopped(slurm):
     env, state, port = slurm
     start = subprocess.Popen(
-        ["matrix", "cluster", "start", "s1", "--workers", "1", "--port", str(port), "--no-dashboard",
+        ["matrix", "cluster", "start", "s1", "--workers", "2", "--port", str(port), "--no-dashboard",
          "--num-cpus", "1", "--head-num-cpus", "1", "--resources", '{"matrix_node_{i}": 1}',
          "--partition", "gpu", "--account", "lab", "--qos", "high", "--time", "120", "--gpus-per-node", "8",
          "--cpus-per-task", "12", "--mem", "64G", "--sbatch", "--constraint=h100", "--sbatch", "#SBATCH --exclusive"],
@@ -94,9 +94,9 @@ def test_slurm_standins_head_and_worker_array_follow_pending_running_requeue_sto
         info = json.loads((Path(env["MATRIX_HOME"]) / "clusters" / "s1" / "cluster.json").read_text())
         assert info["token"] not in out + err
         head_id, worker_id = info["head"]["job_id"], info["workers"][0]["job_id"]
-        assert worker_id == f"{int(head_id) + 1}_0"
+        assert [w["job_id"] for w in info["workers"]] == [f"{int(head_id) + 1}_0", f"{int(head_id) + 1}_1"]
         worker_script = [c for c in slurm_standin.calls() if c["cmd"] == "sbatch"][1]["script"]
-        assert "#SBATCH --array=0-0%1" in worker_script and "#SBATCH --partition=gpu" in worker_script
+        assert "#SBATCH --array=0-1%2" in worker_script and "#SBATCH --partition=gpu" in worker_script
         assert "#SBATCH --job-name=matrix-s1-worker" in worker_script
 
         # The jobs started the right Ray commands, with the token from the info file, not their arguments.
@@ -106,9 +106,9 @@ def test_slurm_standins_head_and_worker_array_follow_pending_running_requeue_sto
         assert f"--address={info['address']}" in worker_log and '--resources={"matrix_node_1": 1}' in worker_log
         assert info["token"] not in head_script + worker_script + head_log + worker_log
         live = json.loads(ok(matrix("cluster", "status", "s1", "--json", env=env)))
-        assert [j["state"] for j in live["jobs"]] == ["RUNNING", "RUNNING"]
-        assert sum(n["alive"] for n in live["live"]["nodes"]) == 2
-        assert any(n["resources"].get("matrix_node_1") == 1 for n in live["live"]["nodes"])
+        assert [j["state"] for j in live["jobs"]] == ["RUNNING"] * 3
+        assert sum(n["alive"] for n in live["live"]["nodes"]) == 3
+        assert sorted(k for n in live["live"]["nodes"] for k in n["resources"]) == ["matrix_node_1", "matrix_node_2"]
 
         # Preemption: Slurm signals the worker's step; submitit checkpoints and requeues it; it rejoins.
         ok(subprocess.run(["scancel", "--signal", "USR2", worker_id], env=env, capture_output=True, text=True))
@@ -120,7 +120,7 @@ def test_slurm_standins_head_and_worker_array_follow_pending_running_requeue_sto
         def rejoined():
             status = json.loads(ok(matrix("cluster", "status", "s1", "--json", env=env)))
             nodes = status["live"]["nodes"] if status["live"] else []
-            return sum(n["alive"] for n in nodes) == 2 and sum(not n["alive"] for n in nodes) == 1
+            return sum(n["alive"] for n in nodes) == 3 and sum(not n["alive"] for n in nodes) == 1
 
         wait_until("the requeued worker to rejoin the head", rejoined, every=3)
     finally:
