@@ -13,7 +13,7 @@ from matrix_core._private.clusters import auth_env, known
 from matrix_core.errors import ConfigError, MatrixError
 
 from . import state
-from .executors import PASSED_THROUGH, executor_for
+from .executors import PASSED_THROUGH, executor_for, slurm_minutes
 from .live import alive_nodes, collect, connected, render
 from .node import HEAD_FILE
 
@@ -114,6 +114,7 @@ def start_command(name: str, local: bool, workers: int, **opts: Any) -> None:
     """Start cluster NAME: a head, plus --workers N worker nodes."""
     executor = executor_for("local" if local else "slurm")
     executor.check()
+    opts["time"] = slurm_minutes(opts["time"])
     opts["resources"] = _json_option(opts["resources"], "--resources")
     opts["head_resources"] = _json_option(opts["head_resources"], "--head-resources")
     if opts["dashboard"] is None:
@@ -132,7 +133,7 @@ def start_command(name: str, local: bool, workers: int, **opts: Any) -> None:
             info["address"] = head["address"]
             info["driver_address"] = head["address"] if local else head["client_address"]
         info, records = _add(name, workers, executor) if workers else (info, [])
-        _wait_for_nodes(info, executor, 1 + workers, records)
+        _wait_for_nodes(info, executor, 1 + workers, [info["head"], *records])
     except BaseException:
         # Nothing half-started stays behind, and the name is free again.
         executor.stop(state.load(name))

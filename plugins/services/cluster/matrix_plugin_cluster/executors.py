@@ -111,6 +111,24 @@ class LocalExecutor:
         return [f"pid {r['pid']}" for r in records]
 
 
+def slurm_minutes(value: str) -> int:
+    """Slurm's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in whole minutes:
+    submitit takes minutes, and derives from them when a USR2 means "time limit" rather than "preempted"."""
+    try:
+        days, _, rest = value.rpartition("-") if "-" in value else ("0", "", value)
+        parts = [int(p) for p in rest.split(":")]
+        if "-" in value:  # D-HH[:MM[:SS]]
+            hours, minutes, seconds = (parts + [0, 0])[:3]
+        else:  # MM | MM:SS | HH:MM:SS
+            hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+        total = int(days) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    except (ValueError, KeyError):
+        total = 0
+    if total <= 0:
+        raise ConfigError(f"--time {value!r}: give minutes or D-HH:MM:SS, e.g. --time 1440 or --time 1-00:00:00")
+    return total
+
+
 def parse_sbatch_lines(lines: list[str]) -> dict[str, Any]:
     """``--sbatch '--constraint=volta'`` (or ``'#SBATCH --exclusive'``) -> submitit's additional_parameters."""
     params: dict[str, Any] = {}

@@ -76,11 +76,11 @@ def kill_tree(pgid: int | None, temp_dir: str | None, grace_s: float = 30.0) -> 
 
 
 class _Relay(threading.Thread):
-    """Copies ray start's output to ours; ``up`` once it says the node started."""
+    """Copies ray start's output to ours, noting whether the node came up or missed its registration."""
 
     def __init__(self, proc: subprocess.Popen):
         super().__init__(daemon=True)
-        self.proc, self.up = proc, False
+        self.proc, self.up, self.missed_registration = proc, False, False
         self.start()
 
     def run(self) -> None:
@@ -88,10 +88,10 @@ class _Relay(threading.Thread):
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
             self.up = self.up or b"Ray runtime started" in line
+            self.missed_registration = self.missed_registration or b"timed out during startup" in line
 
-    def finish(self) -> bool:
+    def finish(self) -> None:
         self.join(10)
-        return self.up
 
 
 def _end(proc: subprocess.Popen, temp_dir: str, grace_s: float = 20.0) -> None:
@@ -164,25 +164,27 @@ class RayNode:
             output = _Relay(proc)
             try:
                 if self.role == "head":
-                    self._announce(root, proc, ip, temp)
+                    self._announce(root, proc, output, ip, temp)
                 rc = proc.wait()
             finally:
                 _end(proc, temp)
-            up = output.finish()
+            output.finish()
             # Ray gives a raylet 30 s to register; a busy GCS (many nodes joining, a loaded host)
-            # can miss that. Such a start is tried again; a node that was up and died is not.
-            if up or rc == 0 or self.role == "head" or time.monotonic() > deadline:
+            # can miss that. Only such a start is tried again (the head on the same port, before
+            # it announced itself); a node that was up and died, or a bad option, is not.
+            if output.up or not output.missed_registration or time.monotonic() > deadline:
                 return rc
-            print(f"matrix cluster: ray start exited with {rc} before the node came up; trying again", flush=True)
+            print(f"matrix cluster: ray start exited with {rc}: the node missed Ray's registration window; trying again", flush=True)
             time.sleep(2.0)
 
-    def _announce(self, root: Path, proc: subprocess.Popen, ip: str, temp: str) -> None:
+    def _announce(self, root: Path, proc: subprocess.Popen, output: "_Relay", ip: str, temp: str) -> None:
+        """Publish the head's address once it is up (its raylet registered, not just its GCS port open)."""
         deadline = time.monotonic() + self.head_wait_s
-        while not port_open(ip, self.port):
+        while not (output.up and port_open(ip, self.port)):
             if proc.poll() is not None:
-                raise SystemExit(f"ray start --head exited with {proc.returncode}")
+                return  # failed while starting: the caller may try again
             if time.monotonic() > deadline:
-                raise SystemExit(f"the head's GCS did not open {ip}:{self.port} within {self.head_wait_s:.0f}s")
+                raise SystemExit(f"the head at {ip}:{self.port} did not come up within {self.head_wait_s:.0f}s")
             time.sleep(0.5)
         write_private(root / HEAD_FILE, {
             "address": f"{ip}:{self.port}", "client_address": f"ray://{ip}:{self.port + CLIENT_PORT_OFFSET}",

@@ -73,6 +73,7 @@ def test_cluster_flag_sets_the_address_and_token_for_ray_only_in_process(home, m
 
 def test_bad_resources_and_sbatch_lines_are_one_line_errors(home, env):
     assert "--resources '{oops' is not a JSON object" in one_error(matrix("cluster", "start", "x", "--local", "--resources", "{oops", env=env))
+    assert "--time 'soon'" in one_error(matrix("cluster", "start", "x", "--local", "--time", "soon", env=env))
     from matrix_plugin_cluster.executors import parse_sbatch_lines
 
     assert parse_sbatch_lines(["#SBATCH --exclusive", "--constraint=h100 --reservation=r1"]) == {
@@ -89,3 +90,11 @@ def test_a_head_that_fails_to_start_shows_its_log_tail_and_leaves_nothing(home, 
     error = proc.stderr[proc.stderr.index("matrix: error:"):]
     assert "head (pid" in error and "exited; last lines of" in error and "--num-cpus" in error, error
     assert not (Path(home) / "clusters" / "bad").exists()
+
+
+def test_slurm_time_limits_become_minutes_for_submitit():
+    from matrix_plugin_cluster.executors import slurm_minutes
+
+    assert [slurm_minutes(t) for t in ("120", "24:00:00", "1-00:00:00", "2-12", "0-00:30")] == [120, 1440, 1440, 3600, 30]
+    with pytest.raises(Exception, match="give minutes or D-HH:MM:SS"):
+        slurm_minutes("soon")

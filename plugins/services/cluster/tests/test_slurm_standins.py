@@ -101,7 +101,7 @@ def test_slurm_standins_head_and_worker_array_follow_pending_running_requeue_sto
 
         # The jobs started the right Ray commands, with the token from the info file, not their arguments.
         head_log = Path(info["head"]["stdout"].replace("%j", head_id)).read_text()
-        assert f"ray.scripts.scripts start --block" in head_log and f"--head --port={port}" in head_log
+        assert "ray.scripts.scripts start --block" in head_log and f"--head --port={port}" in head_log
         worker_log = Path(info["workers"][0]["stdout"].replace("%A_%a", worker_id)).read_text()
         assert f"--address={info['address']}" in worker_log and '--resources={"matrix_node_1": 1}' in worker_log
         assert info["token"] not in head_script + worker_script + head_log + worker_log
