@@ -83,12 +83,12 @@ def env(tmp_path):
 @pytest.mark.timeout(2400)
 def test_local_cluster_runs_survive_losing_a_worker_and_stop_leaves_nothing(env, tmp_path):
     home = Path(env["MATRIX_HOME"])
-    out = ok(matrix("cluster", "start", "t1", "--local", "--workers", "2", "--num-cpus", "1", "--head-num-cpus", "1",
-                    "--resources", '{"matrix_relay": 1, "matrix_dialogue": 1}', "--timeout", "600", env=env))
     info_file = home / "clusters" / "t1" / "cluster.json"
-    info = json.loads(info_file.read_text())
     seen_pids: set[int] = set()
     try:
+        out = ok(matrix("cluster", "start", "t1", "--local", "--workers", "2", "--num-cpus", "1", "--head-num-cpus", "1",
+                        "--resources", '{"matrix_relay": 1, "matrix_dialogue": 1}', "--timeout", "600", env=env))
+        info = json.loads(info_file.read_text())
         assert stat.S_IMODE(info_file.stat().st_mode) == 0o600 and stat.S_IMODE(info_file.parent.stat().st_mode) == 0o700
         assert len(info["token"]) >= 32 and info["token"] not in out
         seen_pids |= cluster_pids(info)
@@ -158,6 +158,8 @@ def test_local_cluster_runs_survive_losing_a_worker_and_stop_leaves_nothing(env,
             p = locals().get(proc)
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        ok(matrix("cluster", "stop", "t1", env=env))
+        if info_file.exists():
+            seen_pids |= cluster_pids(json.loads(info_file.read_text()))
+            ok(matrix("cluster", "stop", "t1", env=env))
     assert not alive(seen_pids), f"left behind: {alive(seen_pids)}"
     assert not info_file.exists()
