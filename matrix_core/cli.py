@@ -77,6 +77,13 @@ def _run_flags(args: list[str]) -> list[str]:
             out.append(f"run.address={value}")
         elif arg.startswith("--address="):
             out.append(f"run.address={arg.split('=', 1)[1]}")
+        elif arg == "--cluster" or arg.startswith("--cluster="):
+            name = arg.split("=", 1)[1] if "=" in arg else next(it, None)
+            if not name:
+                fail("--cluster needs a value (a name from `matrix cluster start`)")
+            from ._private.clusters import join
+
+            out.append(f"run.address={join(name)}")
         elif arg == "--force":
             out.append("run.force=true")
         else:
@@ -95,7 +102,8 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
     """Run WORKFLOW with Hydra OVERRIDES (key=value, group=option, +new=value).
 
     `matrix run WORKFLOW --help` shows the workflow's config groups; `--cfg job` prints the
-    composed config; `--address ADDR` (or RAY_ADDRESS) joins a Ray cluster; `--force`
+    composed config; `--address ADDR` (or RAY_ADDRESS) joins a Ray cluster, `--cluster NAME`
+    one that `matrix cluster start NAME` made; `--force`
     appends to an output that a different workflow or dataset wrote.
     """
     host = get_plugin_host()

@@ -32,6 +32,7 @@ $PIP -e ".[test,bench,report]" \
     -e plugins/services/vllm \
     -e plugins/services/sglang \
     -e plugins/services/simllm \
+    -e plugins/services/cluster \
     -e plugins/agents/dialogue \
     -e plugins/agents/coral \
     -e plugins/agents/relay \

@@ -82,15 +82,22 @@ def lookup(name: str) -> dict[str, Any]:
     return record
 
 
+CLUSTER_HELP = "a cluster from `matrix cluster start NAME` (its address and auth token)"
+
+
 @contextmanager
-def _cluster(address: str | None) -> Iterator[None]:
+def _cluster(address: str | None, cluster: str | None = None) -> Iterator[None]:
     import ray
 
     from .driver import init_ray
 
+    if cluster:
+        from .clusters import join
+
+        address = join(cluster)
     if not address or address == "local":
         # A Ray started just for this command would take the services down with it.
-        raise ConfigError("matrix services needs a running Ray cluster: pass --address HOST:PORT or set RAY_ADDRESS (start one with `ray start --head`)")
+        raise ConfigError("matrix services needs a running Ray cluster: pass --cluster NAME, --address HOST:PORT or set RAY_ADDRESS (start one with `matrix cluster start NAME --local`)")
     started = init_ray({"address": address})
     try:
         yield
@@ -147,7 +154,8 @@ def services_group() -> None:
 @click.argument("name")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
-def start_command(name: str, overrides: Sequence[str], address: str | None) -> None:
+@click.option("--cluster", help=CLUSTER_HELP)
+def start_command(name: str, overrides: Sequence[str], address: str | None, cluster: str | None) -> None:
     """Start service NAME from the llm config group: llm=BACKEND [llm.key=value ...]."""
     import ray
 
@@ -159,7 +167,7 @@ def start_command(name: str, overrides: Sequence[str], address: str | None) -> N
     llm = compose_llm(overrides)
     backend = llm.get("backend")
     spec = get_plugin_host().get("llm_backend", str(backend))
-    with _cluster(address):
+    with _cluster(address, cluster):
         reg = registry(create=True)
         if not ray.get(reg.reserve.remote(name)):
             raise ConfigError(f"service {name!r} already exists; stop it first: matrix services stop {name}")
@@ -183,9 +191,10 @@ def start_command(name: str, overrides: Sequence[str], address: str | None) -> N
 @services_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
-def list_command(as_json: bool, address: str | None) -> None:
+@click.option("--cluster", help=CLUSTER_HELP)
+def list_command(as_json: bool, address: str | None, cluster: str | None) -> None:
     """Services on the cluster, with the health of each endpoint."""
-    with _cluster(address):
+    with _cluster(address, cluster):
         records = _records()
     for record in records:
         for endpoint in record["endpoints"]:
@@ -209,11 +218,12 @@ def list_command(as_json: bool, address: str | None) -> None:
 @services_group.command("stop")
 @click.argument("name")
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
-def stop_command(name: str, address: str | None) -> None:
+@click.option("--cluster", help=CLUSTER_HELP)
+def stop_command(name: str, address: str | None, cluster: str | None) -> None:
     """Stop service NAME: kill its actors and forget it."""
     import ray
 
-    with _cluster(address):
+    with _cluster(address, cluster):
         records = {r["name"]: r for r in _records()}
         if name not in records:
             raise ConfigError(f"unknown service {name!r}; known on this Ray cluster: {', '.join(records) or 'none'}")
