@@ -23,8 +23,6 @@ def matrix_ray(request):
     import ray
 
     if not ray.is_initialized():
-        # The raylet gives its agents 15 s to start by default: too little on a loaded CI box.
-        os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
         ray.init(
             address="local",
             num_cpus=int(request.config.getoption("--matrix-num-cpus")),

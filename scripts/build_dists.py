@@ -11,6 +11,7 @@ faster than a fresh build environment per package.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,11 @@ def build(out: Path, isolation: bool = False, only: list[str] | None = None) -> 
         argv = [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(package)]
         if not isolation:
             argv.insert(3, "--no-isolation")
+        scratch = package / "build"  # setuptools' copy of the sources: removed unless it was there
+        had_scratch = scratch.exists()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if not had_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
         if proc.returncode != 0:
             sys.exit(
                 f"build_dists: {package.relative_to(ROOT.parent)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"

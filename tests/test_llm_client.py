@@ -12,6 +12,10 @@ import pytest
 from matrix_core import Endpoint, LLMClient, LLMError
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # listen backlog: the default 5 refuses bursts of concurrent calls
+
+
 class ScriptedServer:
     """Answers /v1/chat/completions from a script of (status, headers, body) steps."""
 
@@ -53,7 +57,7 @@ class ScriptedServer:
                 with outer.lock:
                     outer.active -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.endpoint = Endpoint(f"http://127.0.0.1:{self.httpd.server_port}/v1", "scripted")
 

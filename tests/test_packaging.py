@@ -56,7 +56,6 @@ CLEAN_ENV = {
     for k, v in os.environ.items()
     if k not in ("PYTHONPATH", "RAY_ADDRESS", "VIRTUAL_ENV") and not k.startswith("MATRIX_")
 }
-CLEAN_ENV.setdefault("RAY_agent_register_timeout_ms", "120000")  # Ray's 15 s agent start-up is short on a loaded box
 
 
 @pytest.mark.slow

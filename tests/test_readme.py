@@ -42,7 +42,6 @@ def test_the_readme_plugin_example_runs_as_written(tmp_path):
     (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"id": i, "text": f"text {i}"}) + "\n" for i in range(3)))
     drop = ("RAY_ADDRESS", "MATRIX_LOAD_PLUGINS", "MATRIX_DISABLE_PLUGINS")
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.setdefault("RAY_agent_register_timeout_ms", "120000")  # Ray's 15 s agent start-up is short on a loaded box
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
     ran = subprocess.run(
         ["matrix", "run", "summarise", "llm=fake", "run.progress=off", "run.num_cpus=2"],
