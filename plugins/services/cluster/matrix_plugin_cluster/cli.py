@@ -51,7 +51,8 @@ def _driver_address(info: dict[str, Any]) -> str:
     return info.get("driver_address") or info["address"]
 
 
-def _wait_for_nodes(info: dict[str, Any], executor, expected: int, records: list[dict[str, Any]]) -> None:
+def _wait_for_nodes(info: dict[str, Any], executor, expected: int, records: list[dict[str, Any]], known: frozenset[str] = frozenset()) -> None:
+    """Wait for ``expected`` alive nodes that are not in ``known`` (a node dying meanwhile does not count)."""
     def problem() -> str | None:
         for r in records:
             if (why := executor.problem(r)) is not None:
@@ -60,12 +61,12 @@ def _wait_for_nodes(info: dict[str, Any], executor, expected: int, records: list
 
     def enough() -> bool:
         try:
-            return alive_nodes() >= expected
+            return len(alive_nodes() - known) >= expected
         except Exception:  # the GCS is busy: ask again
             return False
 
     with connected(_driver_address(info), auth_env(info), float(info["options"]["timeout"])):
-        _wait(f"{expected} alive Ray nodes in cluster {info['name']!r}", float(info["options"]["timeout"]), enough, problem)
+        _wait(f"{expected} new alive Ray node(s) in cluster {info['name']!r}", float(info["options"]["timeout"]), enough, problem)
 
 
 def _add(name: str, count: int, executor) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -160,10 +161,10 @@ def add_workers_command(name: str, count: int, no_wait: bool) -> None:
     executor = executor_for(info["executor"])
     executor.check()
     with connected(_driver_address(info), auth_env(info)):
-        before = alive_nodes()
+        before = frozenset(alive_nodes())
     info, records = _add(name, count, executor)
     if not no_wait:
-        _wait_for_nodes(info, executor, before + count, records)
+        _wait_for_nodes(info, executor, count, records, before)
     click.echo(f"cluster {name}: added {count} worker(s) ({', '.join(r['label'] for r in records)})")
 
 

@@ -48,10 +48,10 @@ def connected(address: str, token_env: dict[str, str], timeout: float = 120.0) -
         ray.shutdown()
 
 
-def alive_nodes() -> int:
+def alive_nodes() -> set[str]:
     import ray
 
-    return sum(1 for n in ray.nodes() if n.get("Alive"))
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
 def collect() -> dict[str, Any]:
