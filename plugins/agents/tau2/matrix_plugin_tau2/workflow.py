@@ -278,15 +278,33 @@ def _unique_ids(turn: Turn, turns: Sequence[Turn], prefix: str) -> None:
         seen.add(call.id)
 
 
+def _repeats_last_call(calls: Sequence[Any], turns: Sequence[Turn]) -> bool:
+    """True when ``calls`` are the assistant's previous calls again, just after their results."""
+    if not calls or not turns or turns[-1].role != "tool":
+        return False
+    previous = next((t for t in reversed(turns) if t.role == ASSISTANT), None)
+    if previous is None or not previous.tool_calls:
+        return False
+    key = lambda cs: [(c.name, json.dumps(c.arguments, sort_keys=True, default=str)) for c in cs]  # noqa: E731
+    return key(calls) == key(previous.tool_calls)
+
+
 class Tau2Assistant(Agent):
     """The customer-service agent: the domain policy as system prompt, the domain's tools."""
 
     uses_llm = True
-    Options = SamplingOptions
+
+    class Options(SamplingOptions):
+        repeated_call: Literal["allow", "reply"] = Field(
+            "allow", description="reply: a call identical to the previous one, made right after its result, is asked "
+                                 "again as a text reply (small models loop on one call)")
 
     async def respond(self, orch: Tau2Orchestrator, domain: str, turns: Sequence[Turn]) -> Turn:
         messages = assistant_messages(assistant_system_prompt(domain), turns)
-        result = await self.llm.chat(messages, tools=assistant_tools(domain), sticky_key=orch.task_id, **self.options.sampling())
+        tools, params = assistant_tools(domain), self.options.sampling()
+        result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **params)
+        if self.options.repeated_call == "reply" and _repeats_last_call(result.tool_calls, turns):
+            result = await self.llm.chat(messages, tools=tools, tool_choice="none", sticky_key=orch.task_id, **params)
         return result.to_turn(agent=self.context.role)
 
     async def step(self, orch: Tau2Orchestrator) -> None:

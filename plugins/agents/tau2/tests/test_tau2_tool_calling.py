@@ -190,3 +190,39 @@ def test_the_embedded_model_makes_valid_tool_calls_on_mock(tmp_path):
                     jsonschema.validate(call.get("arguments", {}), schemas[call["name"]])
                     valid.append(call)
     assert valid, [trajectory(r) for r in records]
+
+
+class _LoopingLLM:
+    """A test double of a small model that repeats its last call unless told tool_choice=none."""
+
+    def __init__(self):
+        self.choices = []
+
+    async def chat(self, messages, tools=None, tool_choice=None, **params):
+        from matrix_core import LLMResult, ToolCall, Usage
+
+        self.choices.append(tool_choice)
+        if tool_choice == "none":
+            return LLMResult("Your task is updated.", [], Usage(), 0.0, "m", "e")
+        call = ToolCall(id="c", name="update_task_status", arguments={"task_id": "task_1", "status": "completed"})
+        return LLMResult(None, [call], Usage(), 0.0, "m", "e")
+
+
+@pytest.mark.parametrize("mode, replies", [("allow", [None]), ("reply", [None, "none"])])
+def test_a_call_repeated_after_its_result_is_asked_again_as_text(mode, replies):
+    from matrix_core import ToolCall, Turn
+    from matrix_plugin_tau2 import Tau2Assistant
+
+    llm = _LoopingLLM()
+    agent = Tau2Assistant(AgentContext(role="assistant", config={"repeated_call": mode}, llm=llm))
+    call = ToolCall(id="a1", name="update_task_status", arguments={"task_id": "task_1", "status": "completed"})
+    turns = [Turn(role="user", content="complete task_1"), Turn(role="assistant", tool_calls=[call]),
+             Turn(role="tool", content="{}", tool_call_id="a1", meta={"requestor": "assistant"})]
+    orch = Tau2Orchestrator.model_construct(task_id="t#0")
+    turn = asyncio.run(agent.respond(orch, "mock", turns))
+    assert llm.choices == replies
+    assert bool(turn.tool_calls) == (mode == "allow")
+    # A first call (no result yet) is never second-guessed.
+    llm.choices.clear()
+    asyncio.run(agent.respond(orch, "mock", turns[:1]))
+    assert llm.choices == [None]
