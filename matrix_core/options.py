@@ -119,7 +119,7 @@ class RoleOptions(_OpenSection):
     max_in_flight: int = Field(64, ge=1, description="steps one replica runs at once")
     resources: dict[str, Any] = Field(default_factory=dict, description="Ray resources per replica (num_gpus, ...)")
     llm: str | None = Field(None, description="name of the LLM resource this role calls (null: the run's llm)")
-    llms: list[str] | str | None = Field(None, description="other LLM resources the role reaches as self.llms[NAME]")
+    llms: list[str | None] | str | None = Field(None, description="other LLM resources the role reaches as self.llms[NAME]")
 
 
 ROLE_KEYS = frozenset(RoleOptions.model_fields)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import Agent, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl
+from pydantic import Field
+
+from matrix_core import Agent, AgentOptions, AgentSpec, ConfigDirSpec, Orchestrator, SamplingOptions, WorkflowSpec, hookimpl
 
 NAME = "{{ cookiecutter.name }}"
 WRITER, SCORER = "writer", "scorer"
@@ -47,11 +49,19 @@ class Writer(Agent):
 
     uses_llm = True
 
+    class Options(SamplingOptions):
+        """``agents.writer.*``: typed, validated before the run starts, listed by ``--help``."""
+
+        system_prompt: str = Field("", description="the writer's system message")
+        max_tokens: int | None = Field(128, ge=1, description="longest draft, in tokens")
+        temperature: float | None = Field(0.5, ge=0, description="sampling temperature")
+        redraft_llm: str | None = Field(None, description="LLM resource for second drafts (null: the role's own)")
+
     async def step(self, orch: Task) -> None:
         role = self.context.role
         payload = await orch.get_payload()
         messages = [
-            {"role": "system", "content": self.config.get("system_prompt", "")},
+            {"role": "system", "content": self.options.system_prompt},
             {"role": "user", "content": payload["prompt"]},
         ]
         if orch.state["drafts"]:
@@ -61,14 +71,10 @@ class Writer(Agent):
                 {"role": "assistant", "content": previous.content or ""},
                 {"role": "user", "content": orch.state["feedback"]},
             ]
-        redraft_llm = self.config.get("redraft_llm")
+        redraft_llm = self.options.redraft_llm
         llm = self.llm_for(redraft_llm) if redraft_llm and orch.state["drafts"] else self.llm
-        result = await llm.chat(
-            messages,
-            max_tokens=int(self.config.get("max_tokens", 128)),
-            temperature=float(self.config.get("temperature", 0.5)),
-            sticky_key=orch.task_id,  # same endpoint per task: better prompt-cache reuse
-        )
+        # sticky_key: the same endpoint per task, for better prompt-cache reuse.
+        result = await llm.chat(messages, sticky_key=orch.task_id, **self.options.sampling())
         if not (result.content or "").strip():
             raise ValueError("the writer produced an empty reply")
         orch.add_turn(result.to_turn(agent=role))
@@ -78,8 +84,12 @@ class Writer(Agent):
 class Scorer(Agent):
     """Grades the last draft by its word count; no LLM, so the run starts none for it."""
 
+    class Options(AgentOptions):
+        min_words: int = Field(5, ge=0, description="a shorter draft fails")
+        max_words: int = Field(80, ge=1, description="a longer draft fails")
+
     async def step(self, orch: Task) -> None:
-        lo, hi = int(self.config.get("min_words", 5)), int(self.config.get("max_words", 80))
+        lo, hi = self.options.min_words, self.options.max_words
         words = len(((await orch.conversation())[-1].content or "").split())
         passed = lo <= words <= hi
         orch.state.update(
