@@ -9,7 +9,7 @@ import os
 import signal
 import stat
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import psutil
@@ -21,26 +21,9 @@ from matrix_core.testing import assert_exactly_once, read_records
 pytest.importorskip("matrix_plugin_simllm")
 pytestmark = pytest.mark.slow
 
-WAIT_S = 900  # generous: the machine is shared and loaded; every wait ends on what it observes
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import WAIT_S, matrix, ok, wait_until  # noqa: E402
 
-
-def matrix(*args, env, timeout=WAIT_S):
-    return subprocess.run(["matrix", *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def ok(proc):
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def wait_until(what, check, timeout=WAIT_S, every=1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 def lines(path: Path) -> int:

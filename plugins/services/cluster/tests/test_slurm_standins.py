@@ -7,34 +7,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import slurm_standin  # noqa: E402
+from cli_helpers import WAIT_S, matrix, ok, wait_until  # noqa: E402
 
-WAIT_S = 900
-
-
-def matrix(*args, env, timeout=WAIT_S):
-    return subprocess.run(["matrix", *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def ok(proc):
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def wait_until(what, check, timeout=WAIT_S, every=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 @pytest.fixture
