@@ -82,7 +82,9 @@ class DatasetOptions(_OpenSection):
     limit: int | None = Field(None, ge=0, description="read at most this many rows (null: all)")
 
 
-class OutputOptions(_Section):
+class OutputOptions(_OpenSection):
+    """``output``: where results go; workflows may add their own keys (tau2: ``output.tau2_results``)."""
+
     path: str = Field("outputs/${workflow}.jsonl", description="where the sink writes (resume: run again with the same path)")
 
 
