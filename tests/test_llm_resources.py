@@ -102,10 +102,11 @@ def test_tau2_user_simulator_and_assistant_on_separate_resources(matrix_ray, tmp
 
 def _plan(workflow: str, overrides: list[str]):
     from matrix_core._private.driver import _roles
+    from matrix_core.options import validate
 
     host = get_plugin_host()
-    cfg = compose(workflow, overrides)
-    return plan_resources(cfg, host, _roles(cfg, host, 1))
+    conf = validate(compose(workflow, overrides), host)
+    return plan_resources(conf.raw, host, _roles(conf, 1))
 
 
 def test_aliases_share_one_resource_and_unused_ones_are_not_planned():
@@ -125,7 +126,7 @@ def test_aliases_share_one_resource_and_unused_ones_are_not_planned():
      "LLM resources 'default' (llm) and 'big' (llms.big) would both start a server on port 8700"),
     (["llm=fake", "+llms.a=b", "+llms.b=a"], "aliases go round in a circle"),
     (["llm=fake", "+llm@llms.default=fake"], "llms.default: the name is reserved"),
-    (["llm=fake", "+agents.answerer.llm.model=x"], "agents.answerer.llm must name an LLM resource"),
+    (["llm=fake", "+agents.answerer.llm.model=x"], "agents.answerer.llm={'model': 'x'}: expected a string or null"),
 ])
 def test_bad_resources_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:
