@@ -1,4 +1,4 @@
-"""The progress display: a rich bar on a terminal, plain lines when stderr is a file or pipe."""
+"""The progress display: a rich live view on a terminal, plain lines when stderr is a file or pipe."""
 
 from matrix_core._private.progress import Counters, Progress
 
@@ -19,10 +19,10 @@ def test_plain_lines_when_not_a_terminal(capsys):
     assert "\x1b" not in err and err.splitlines()[-1].startswith("tasks 4/4 (done 4, failed 0")
 
 
-def test_a_bar_on_a_terminal(capsys):
+def test_a_live_view_on_a_terminal(capsys):
     run_progress("bar")
     err = capsys.readouterr().err
-    assert "\x1b[" in err and "done 4, failed 0" in err and "4/4" in err
+    assert "\x1b[" in err and "tasks 4/4 | done 4 | failed 0" in err
 
 
 def test_off_prints_nothing(capsys):
