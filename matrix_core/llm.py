@@ -402,7 +402,9 @@ def client_from_config(endpoints: Sequence[Endpoint], cfg: LLMClientOptions | Ma
     """Build the client from the ``llm.client`` config section (typed, or a plain mapping), the run's
     response cache, and the name of the LLM resource it serves (metrics label)."""
     if not isinstance(cfg, LLMClientOptions):
-        cfg = LLMClientOptions.model_validate(dict(cfg or {}))
+        from .options import parse
+
+        cfg = parse(LLMClientOptions, cfg, "llm.client")  # a bad value: one line naming the key
     return LLMClient(
         endpoints,
         max_concurrency_per_endpoint=cfg.max_concurrency_per_endpoint,

@@ -195,5 +195,5 @@ def test_definitions_move_to_the_root():
 def test_config_key_and_bad_mode():
     assert client_from_config([Endpoint("http://x/v1", "m")], {"tool_calling": "prompted"}).tool_calling.mode == "prompted"
     assert client_from_config([Endpoint("http://x/v1", "m")], {}).tool_calling.mode == "auto"
-    with pytest.raises(ConfigError, match="tool_calling must be one of native, prompted, auto"):
+    with pytest.raises(ConfigError, match="llm.client.tool_calling='maybe': expected one of 'native', 'prompted', 'auto'"):
         client_from_config([Endpoint("http://x/v1", "m")], {"tool_calling": "maybe"})
