@@ -278,18 +278,29 @@ def _unique_ids(turn: Turn, turns: Sequence[Turn], prefix: str) -> None:
         seen.add(call.id)
 
 
-def _repeats_last_call(calls: Sequence[Any], turns: Sequence[Turn]) -> bool:
-    """True when ``calls`` are the assistant's previous calls again, just after their results."""
-    if not calls or not turns or turns[-1].role != "tool":
+def _repeats_last_call(calls: Sequence[Any], turns: Sequence[Turn], side: str = ASSISTANT) -> bool:
+    """True when ``calls`` are ``side``'s previous calls again, just after their results."""
+    if not calls or not turns or turns[-1].role != "tool" or _requestor(turns[-1]) != side:
         return False
-    previous = next((t for t in reversed(turns) if t.role == ASSISTANT), None)
-    if previous is None or not previous.tool_calls:
+    previous = next((t for t in reversed(turns) if t.role == side and t.tool_calls), None)
+    if previous is None:
         return False
     key = lambda cs: [(c.name, json.dumps(c.arguments, sort_keys=True, default=str)) for c in cs]  # noqa: E731
     return key(calls) == key(previous.tool_calls)
 
 
-class Tau2Assistant(Agent):
+class _RepeatedCall:
+    """``repeated_call: reply``: a call identical to the previous one, made right after its result,
+    is asked again as a text reply (small models loop on one call and never answer)."""
+
+    async def ask(self, side: str, turns: Sequence[Turn], messages: list, tools: list | None, orch, params: dict):
+        result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **params)
+        if tools and self.options.repeated_call == "reply" and _repeats_last_call(result.tool_calls, turns, side):
+            result = await self.llm.chat(messages, tools=tools, tool_choice="none", sticky_key=orch.task_id, **params)
+        return result
+
+
+class Tau2Assistant(_RepeatedCall, Agent):
     """The customer-service agent: the domain policy as system prompt, the domain's tools."""
 
     uses_llm = True
@@ -301,10 +312,7 @@ class Tau2Assistant(Agent):
 
     async def respond(self, orch: Tau2Orchestrator, domain: str, turns: Sequence[Turn]) -> Turn:
         messages = assistant_messages(assistant_system_prompt(domain), turns)
-        tools, params = assistant_tools(domain), self.options.sampling()
-        result = await self.llm.chat(messages, tools=tools, sticky_key=orch.task_id, **params)
-        if self.options.repeated_call == "reply" and _repeats_last_call(result.tool_calls, turns):
-            result = await self.llm.chat(messages, tools=tools, tool_choice="none", sticky_key=orch.task_id, **params)
+        result = await self.ask(ASSISTANT, turns, messages, assistant_tools(domain), orch, self.options.sampling())
         return result.to_turn(agent=self.context.role)
 
     async def step(self, orch: Tau2Orchestrator) -> None:
@@ -315,7 +323,7 @@ class Tau2Assistant(Agent):
         orch.record_message(turn, ASSISTANT)
 
 
-class Tau2User(Agent):
+class Tau2User(_RepeatedCall, Agent):
     """The user simulator: tau2's guidelines and the task's scenario; user tools where the
     domain has them (``offer_tools: named``: only those the scenario names, for models that
     call whatever tool they are offered). ``stop_after: N`` sends ``###STOP###`` instead of an
@@ -326,6 +334,9 @@ class Tau2User(Agent):
     class Options(SamplingOptions):
         stop_after: int | None = Field(None, ge=0, description="send ###STOP### instead of the (N+1)-th message (simulated LLMs)")
         offer_tools: Literal["all", "named"] = Field("all", description="user tools offered: all, or those the scenario names (small models)")
+        repeated_call: Literal["allow", "reply"] = Field(
+            "allow", description="reply: a call identical to the previous one, made right after its result, is asked "
+                                 "again as a text reply (small models loop on one call)")
 
     async def respond(self, orch: Tau2Orchestrator, domain: str, task: Mapping[str, Any], turns: Sequence[Turn]) -> Turn:
         messages = user_messages(user_system_prompt(domain, task), turns)
@@ -333,7 +344,7 @@ class Tau2User(Agent):
         if self.options.offer_tools == "named":
             scenario = scenario_text(task.get("user_scenario") or {})
             tools = [t for t in tools if t["function"]["name"] in scenario]
-        result = await self.llm.chat(messages, tools=tools or None, sticky_key=orch.task_id, **self.options.sampling())
+        result = await self.ask(USER, turns, messages, tools or None, orch, self.options.sampling())
         return result.to_turn(agent=self.context.role, role=USER)
 
     async def step(self, orch: Tau2Orchestrator) -> None:
