@@ -84,7 +84,7 @@ def test_llm_filter_classifies_with_the_model_and_rejects_with_the_reason():
     run_step(Filter, garbled, ["maybe"], mode="llm")
     assert garbled.state["rejected_at"] == "filter" and garbled.state["reason"] == "unparseable classification"
     assert [t.agent for t in keep.history] == ["filter"]  # the reply is kept for token accounting
-    with pytest.raises(ConfigError, match="mode must be heuristic or llm"):
+    with pytest.raises(ConfigError, match="mode=.classifier.: expected one of .heuristic., .llm."):
         Filter(AgentContext(role="filter", config={"mode": "classifier"}))
     assert Filter.uses_llm({"mode": "llm"}) and not Filter.uses_llm({"mode": "heuristic"})
 
