@@ -39,9 +39,6 @@ def node_spec(info: dict[str, Any], role: str) -> dict[str, Any]:
     return spec
 
 
-LOOPBACK = "127.0.0.1"  # a local cluster talks over loopback only, as a local `matrix run` does
-
-
 class LocalExecutor:
     """Head and workers as process groups on this machine, each with its own ports and temp dir."""
 
@@ -79,10 +76,10 @@ class LocalExecutor:
         return {"label": label, "index": index, "pid": proc.pid, "temp_dir": temp, "log": str(log)}
 
     def start_head(self, info: dict[str, Any]) -> dict[str, Any]:
-        return self._spawn(info, {**node_spec(info, "head"), "node_ip": LOOPBACK}, "head", 0)
+        return self._spawn(info, node_spec(info, "head"), "head", 0)
 
     def add_workers(self, info: dict[str, Any], indices: list[int]) -> list[dict[str, Any]]:
-        return [self._spawn(info, {**node_spec(info, "worker"), "node_ip": LOOPBACK}, f"worker-{i}", i) for i in indices]
+        return [self._spawn(info, node_spec(info, "worker"), f"worker-{i}", i) for i in indices]
 
     def problem(self, record: dict[str, Any]) -> str | None:
         """Why the node is gone (with its log tail), or None while it runs."""
