@@ -194,7 +194,8 @@ def start_resources(resources: LLMResources, host) -> dict[str, ServiceHandle]:
             try:
                 handle = backend.start(section)
             except MatrixError as exc:
-                raise MatrixError(f"LLM resource {name!r} ({_where(name)}, {section['backend']}) failed to start: {exc}") from None
+                # Same class (a ConfigError stays one), the resource named.
+                raise type(exc)(f"LLM resource {name!r} ({_where(name)}, {section['backend']}) failed to start: {exc}") from None
             handles[name] = handle
             model = handle.endpoints[0].model if handle.endpoints else section.get("model")
             resources.bindings[name] = LLMBinding(name, section["backend"], list(handle.endpoints), dict(section.get("client") or {}), model)

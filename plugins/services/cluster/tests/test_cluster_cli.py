@@ -3,6 +3,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,18 +58,20 @@ def test_stop_status_and_run_of_an_unknown_cluster_list_the_known_ones(home, env
     assert "alpha" in out and "beta" in out
 
 
-def test_cluster_flag_sets_the_address_and_token_for_ray_only_in_process(home, monkeypatch):
-    from matrix_core._private.clusters import join
+def test_cluster_flag_sets_the_address_and_token_for_ray_only_in_process(home, env):
     from matrix_plugin_cluster import state
 
     with state.update(state.create("c", "local", options={})["name"]) as info:
         info["address"] = "10.0.0.1:6379"
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/elsewhere")
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    assert join("c") == "10.0.0.1:6379"
-    assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_AUTH_TOKEN"] == info["token"]
-    assert "RAY_AUTH_TOKEN_PATH" not in os.environ
+    # In a process of its own: join() resets Ray's token cache, which would cut this test
+    # process off from the session's Ray.
+    probe = ("import json, os, ray; from matrix_core._private.clusters import join; address = join('c'); "
+             "print(json.dumps([address, os.environ.get('RAY_AUTH_MODE'), os.environ.get('RAY_AUTH_TOKEN'), "
+             "'RAY_AUTH_TOKEN_PATH' in os.environ]))")
+    env = {**{k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}, "RAY_AUTH_TOKEN_PATH": "/elsewhere"}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["10.0.0.1:6379", "token", info["token"], False]
 
 
 def test_bad_resources_and_sbatch_lines_are_one_line_errors(home, env):
