@@ -79,15 +79,17 @@ def test_local_cluster_runs_survive_losing_a_worker_and_stop_leaves_nothing(env,
         relay_out, dialogue_out = tmp_path / "relay.jsonl", tmp_path / "dialogue.jsonl"
         # One slot of each resource per worker: the two placed roles of a run land on different workers.
         relay_cmd = ["matrix", "run", "relay", "--cluster", "t1", "dataset.size=2000", "run.hosts=1", "run.max_concurrent_tasks=8",
-                     "run.progress=none", f"output.path={relay_out}", "agents.a.sleep_ms=200", "agents.b.sleep_ms=200",
+                     "run.progress=off", f"output.path={relay_out}", "agents.a.sleep_ms=200", "agents.b.sleep_ms=200",
                      "+agents.a.resources={matrix_relay: 1}", "+agents.b.resources={matrix_relay: 1}"]
         dialogue_cmd = ["matrix", "run", "dialogue", "--cluster", "t1", "llm=simllm", "llm.time_scale=1",
-                        "run.max_concurrent_tasks=1", "run.progress=none", f"output.path={dialogue_out}",
+                        "run.max_concurrent_tasks=1", "run.progress=off", f"output.path={dialogue_out}",
                         "+agents.questioner.resources={matrix_dialogue: 1}", "+agents.answerer.resources={matrix_dialogue: 1}"]
         relay = subprocess.Popen(relay_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         dialogue = subprocess.Popen(dialogue_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
         def placed():
+            for proc in (relay, dialogue):  # a run that ended before being placed: say why, now
+                assert proc.poll() is None or proc.returncode == 0, proc.communicate()[0][-3000:]
             status = json.loads(ok(matrix("cluster", "status", "t1", "--json", env=env)))
             live = status["live"]
             runs = [r for r in live["runs"] if all(h["state"] == "ALIVE" for h in r["hosts"]) and len(r["hosts"]) >= 2]
