@@ -3,9 +3,9 @@ the client answering a repeated call from disk with the answer marked cached."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import subprocess
+import sys
 
 from matrix_core import LLMClient
 from matrix_core._private.llm_cache import LLMCache, cache_from_config, request_key
@@ -20,24 +20,24 @@ def test_key_covers_what_decides_the_answer_and_ignores_key_order():
         assert request_key({**base, **change}) != request_key(base), change
 
 
-def _writer(path: str, worker: int, count: int) -> None:
-    async def go():
-        cache = LLMCache(path)
-        for i in range(count):
-            await cache.put(f"k{worker}-{i}", {"choices": [{"message": {"content": f"{worker}/{i}"}}]})
-        cache.close()
+_WRITER = """
+import asyncio, sys
+from matrix_core._private.llm_cache import LLMCache
 
-    asyncio.run(go())
+async def go(path, worker, count):
+    cache = LLMCache(path)
+    for i in range(count):
+        await cache.put(f"k{worker}-{i}", {"choices": [{"message": {"content": f"{worker}/{i}"}}]})
+    cache.close()
+
+asyncio.run(go(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
 
 
 def test_many_processes_write_one_cache_at_once(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, 40)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-        assert p.exitcode == 0
+    # Separate interpreters, not multiprocessing: a spawned child cannot import this test module under tox.
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(w), "40"]) for w in range(4)]
+    assert [p.wait(300) for p in procs] == [0, 0, 0, 0]
 
     async def read():
         cache = LLMCache(tmp_path)
