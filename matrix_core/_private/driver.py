@@ -28,6 +28,7 @@ from ..specs import SinkSpec, ToolRuntimeSpec, WorkflowSpec
 from .messages import Completion, Delivery, Directory, ReplicaSlot
 from .plan import RoleSpec, RunPlan
 from . import metrics as prom
+from . import leftovers
 from . import resources as resources_mod
 from .live import HostPoller, expected_tasks
 from .progress import Counters, Progress
@@ -242,9 +243,13 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
     summary = RunSummary(workflow=conf.workflow, output=conf.sink.path or "")
     startup = time.perf_counter()
     with ExitStack() as teardown:  # undone in reverse: actors, runtime, LLM service, Ray
-        if init_ray(conf.run):
-            teardown.callback(ray.shutdown)
         run_id = uuid.uuid4().hex[:8]  # names the actors so peers, operators and tests can find them
+        leftovers.reap(conf.sink.path)  # what a killed run on this output left (it holds CPUs and the output lock)
+        teardown.callback(leftovers.forget, conf.sink.path, run_id)
+        started_ray = init_ray(conf.run)
+        if started_ray:
+            teardown.callback(ray.shutdown)
+        leftovers.record(conf.sink.path, run_id, started_ray)
         hosts_n = _host_count(conf.run)
         roles = _roles(conf, hosts_n)
         prom.bind_run(run_id, conf.workflow)
@@ -255,7 +260,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         placement, directory = _directory(plan, run_id)
         sink, existing = _start_sink(conf, plugins, directory, teardown)
         hosts, incarnations = _start_hosts(plan, placement, directory, teardown)
-        tasks = Tasks(plugins.rows, plugins.workflow.orchestrator, conf, existing)
+        tasks = Tasks(plugins.rows, plugins.workflow.orchestrator, conf, existing, resume=_get(sink.resume_points.remote()))
         drive = _Drive(plan, conf.run, tasks, hosts, incarnations, directory, sink, progress_mode or conf.run.progress)
         drive.counters.total = expected_tasks(conf.raw)
         if runtime is not None:
@@ -415,6 +420,7 @@ def _collect(drive: _Drive, summary: RunSummary, startup: float) -> None:
     summary.peak_in_flight = counters.peak_in_flight
     summary.startup_s = counters.started - startup
     summary.resent, summary.resent_from_checkpoint = drive.resent, drive.resent_from_checkpoint
+    summary.continued = tasks.resumed
     for s in stats:
         for role, reps in s["replicas"].items():
             summary.roles.setdefault(role, []).extend(reps)

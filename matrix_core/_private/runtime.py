@@ -22,6 +22,7 @@ import ray
 from ..agent import AgentContext
 from ..protocol import Hop, Orchestrator, Status
 from . import metrics as prom
+from .checkpoints import snapshot
 from .llm_cache import cache_from_config
 from .messages import Delivery, Directory, LoadReport
 from .plan import RunPlan
@@ -255,7 +256,7 @@ class AgentHostImpl:
             self.finish(orch)
         else:
             if plan.checkpoint_every and orch.steps % plan.checkpoint_every == 0:
-                self.checkpoint_box.add(orch.model_copy())  # a snapshot: the task moves on
+                self.checkpoint_box.add(snapshot(orch))  # the task moves on
             self.route(next_role, orch)
 
     def route(self, role: str, orch: Orchestrator) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -67,13 +69,14 @@ class SinkActorImpl:
                 raise MatrixError(f"{self.sink.location} is being written by another run; wait for it or stop it") from None
         self._check_owner()
         existing = self.sink.existing_ids()
+        finished = set(existing)  # a failed task redone by retry_failed starts afresh, not from a snapshot
         if self.retry_failed:
             failed = {k for k, v in existing.items() if v != Status.DONE.value}
             if failed:
                 self.sink.remove(failed)
                 existing = {k: v for k, v in existing.items() if k not in failed}
         self.written.update(existing)
-        self._load_checkpoints()
+        self._load_checkpoints(finished)
         self.sink.open()
         return existing
 
@@ -90,7 +93,7 @@ class SinkActorImpl:
                 raise MatrixError(f"{self.sink.location} was written by a different run ({detail}); use another output.path, or --force to append anyway")
         path.write_text(json.dumps(self.owner, indent=1))
 
-    def _load_checkpoints(self) -> None:
+    def _load_checkpoints(self, finished: set[str]) -> None:
         path = self._sidecar(".checkpoints.jsonl")
         if path is None:
             return
@@ -101,8 +104,14 @@ class SinkActorImpl:
                         entry = json.loads(line)
                     except ValueError:
                         continue  # a torn last line from a crash
-                    if entry["task_id"] not in self.written:
+                    if entry["task_id"] not in finished:
                         self.checkpoints[entry["task_id"]] = entry
+            # Keep only the newest snapshot of each unfinished task: the file stays bounded
+            # however often the run is restarted.
+            compacted = path.with_name(path.name + ".tmp")
+            with compacted.open("w") as f:
+                f.writelines(json.dumps(e, default=str) + "\n" for e in self.checkpoints.values())
+            os.replace(compacted, path)
         self._ckpt_file = path.open("a")
 
     async def write(self, batch: list[Orchestrator]) -> int:
@@ -143,7 +152,7 @@ class SinkActorImpl:
             previous = self.checkpoints.get(orch.task_id)
             if previous is not None and previous["steps"] >= orch.steps:
                 continue
-            entry = {"task_id": orch.task_id, "steps": orch.steps, "state": await orch.to_record()}
+            entry = {"task_id": orch.task_id, "steps": orch.steps, "at": time.time(), "state": await orch.to_record()}
             self.checkpoints[orch.task_id] = entry
             if self._ckpt_file is not None:
                 self._ckpt_file.write(json.dumps(entry, default=str) + "\n")
@@ -157,6 +166,12 @@ class SinkActorImpl:
         written = {t: self.written[t] for t in task_ids if t in self.written}
         checkpoints = {t: self.checkpoints[t]["state"] for t in task_ids if t in self.checkpoints and t not in written}
         return written, checkpoints
+
+    async def resume_points(self) -> dict[str, dict[str, Any]]:
+        """The newest checkpoint of every task an earlier run left unfinished: a new run
+        continues those tasks from there instead of from their first step."""
+        await self.open()
+        return {t: e for t, e in self.checkpoints.items() if t not in self.written}
 
     async def poll(self, timeout_s: float) -> list[Completion]:
         """Completions since the last poll; waits up to ``timeout_s`` for the first one."""

@@ -22,6 +22,7 @@ class RunSummary:
     resent: int = 0
     duplicate_rows: int = 0
     resent_from_checkpoint: int = 0
+    continued: int = 0  # tasks an earlier, interrupted run left, continued from their checkpoint
     peak_in_flight: int = 0
     startup_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -40,6 +41,7 @@ class RunSummary:
     def text(self) -> str:
         return (
             f"matrix run {self.workflow}: {self.done} done, {self.failed} failed, {self.skipped} already in output"
+            + (f", {self.continued} continued from a checkpoint" if self.continued else "")
             + (f", {self.resent} re-sent after a failure ({self.resent_from_checkpoint} from a checkpoint)" if self.resent else "")
             + (f", {self.duplicate_rows} duplicate rows skipped" if self.duplicate_rows else "")
             + f" | {self.wall_s:.1f}s wall, {self.tasks_per_s:.1f} tasks/s, {self.hops_per_s:.0f} hops/s, "

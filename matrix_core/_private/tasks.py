@@ -14,7 +14,8 @@ log = logging.getLogger("matrix.driver")
 class Tasks:
     """Turns dataset rows into orchestrators, lazily; unreadable rows become failed tasks."""
 
-    def __init__(self, rows: Iterator[tuple[int, Any]], orchestrator_cls: type[Orchestrator], conf: MatrixConfig, skip: Mapping[str, str]):
+    def __init__(self, rows: Iterator[tuple[int, Any]], orchestrator_cls: type[Orchestrator], conf: MatrixConfig, skip: Mapping[str, str],
+                 resume: Mapping[str, Mapping[str, Any]] | None = None):
         self.rows = rows
         self.cls = orchestrator_cls
         self.cfg = conf.raw
@@ -24,6 +25,8 @@ class Tasks:
         self.limit = conf.dataset.limit
         self.skip = skip
         self.retry_failed = conf.resume.retry_failed
+        self.resume = dict(resume or {})  # task id -> the checkpoint an earlier run left (sink_actor)
+        self.resumed = 0
         self.skipped = 0
         self.rows_read = 0
         self.bad_rows = 0
@@ -48,6 +51,11 @@ class Tasks:
                 if previous == Status.DONE.value or (previous is not None and not self.retry_failed):
                     self.skipped += 1
                     continue
+                if task_id in self.resume:
+                    resumed = self._from_checkpoint(self.resume.pop(task_id), where)
+                    if resumed is not None:
+                        yield resumed
+                        continue
                 if isinstance(row, Exception):
                     self.bad_rows += 1
                     log.error("%s: %s (written as a failed task, run goes on)", where, row)
@@ -59,6 +67,18 @@ class Tasks:
                     self.bad_rows += 1
                     log.error("%s: %s: %s (written as a failed task, run goes on)", where, type(exc).__name__, exc)
                     yield self._failed(task_id, key, trial, exc, where)
+
+    def _from_checkpoint(self, entry: Mapping[str, Any], where: str) -> Orchestrator | None:
+        try:
+            orch = self.cls.model_validate(entry["state"])
+        except Exception as exc:  # e.g. the workflow's state changed shape since: start afresh
+            log.warning("%s: checkpoint of task %s unusable (%s); it starts from its first step", where, entry.get("task_id"), exc)
+            return None
+        # The time the task had before the checkpoint counts against run.task_timeout_s; the
+        # time no run was alive does not.
+        orch.created_at += max(0.0, time.time() - float(entry.get("at") or time.time()))
+        self.resumed += 1
+        return orch
 
     def _failed(self, task_id: str, key: str, trial: int, exc: Exception, where: str) -> Orchestrator:
         orch = Orchestrator.model_construct(
