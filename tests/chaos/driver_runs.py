@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,22 @@ PATIENCE_S = 600  # a bound, not a measurement: loaded CI boxes start Ray slowly
 
 
 def start(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    """The run writes to a file, not a pipe: nobody reads while it runs, and a full pipe would block it."""
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def finish(proc: subprocess.Popen) -> str:
+    """Waits (bounded) for the run to end; its output."""
+    proc.wait(PATIENCE_S)
+    return output(proc)
 
 
 def wait_until(proc: subprocess.Popen, ready, what: str) -> None:
@@ -23,7 +39,7 @@ def wait_until(proc: subprocess.Popen, ready, what: str) -> None:
     deadline = time.monotonic() + PATIENCE_S
     while not ready():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (exit {proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}")
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before {what}:\n{output(proc)[-3000:]}")
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {PATIENCE_S}s")
         time.sleep(0.05)
@@ -32,7 +48,6 @@ def wait_until(proc: subprocess.Popen, ready, what: str) -> None:
 def kill_driver(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    proc.stdout.close()
 
 
 def lines(path: Path) -> list[bytes]:

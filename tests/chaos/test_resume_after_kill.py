@@ -13,7 +13,7 @@ def test_a_killed_run_continues_checkpointed_tasks_and_reaps_its_leftovers(tmp_p
     cmd = ["matrix", "run", "relay", f"dataset.size={SIZE}", f"laps={LAPS}", "agents.b.sleep_ms=1500", "run.hosts=2",
            "run.max_concurrent_tasks=20", "run.checkpoint_every=2", f"output.path={out}", "run.progress=off"]
     first = runs.start(cmd)
-    dead = None
+    dead = final = None
     try:
         # Kill once several unfinished tasks have a checkpoint of 4+ steps on disk (of 12
         # steps, 4 of which sleep 1.5 s: most are still running when the driver dies).
@@ -28,7 +28,7 @@ def test_a_killed_run_continues_checkpointed_tasks_and_reaps_its_leftovers(tmp_p
         dead_pids = {pid for e in runs.checkpoints(out).values() for _, pid in e["state"]["state"]["visits"]}
 
         final = runs.start(cmd)
-        output, _ = final.communicate(timeout=runs.PATIENCE_S)
+        output = runs.finish(final)
         assert final.returncode == 0, output[-3000:]
         assert runs.processes_of(dead) == [], "the rerun ends every process of the dead run's Ray"
         assert "left by the killed run" in output
@@ -51,7 +51,8 @@ def test_a_killed_run_continues_checkpointed_tasks_and_reaps_its_leftovers(tmp_p
         assert all([v[0] for v in r["state"]["visits"]] == ROUTE for r in records)
         assert not (tmp_path / "out.jsonl.checkpoints.jsonl").exists() and not (tmp_path / "out.jsonl.run.json").exists()
     finally:
-        if first.poll() is None:
-            runs.kill_driver(first)
+        for proc in (first, final):
+            if proc is not None and proc.poll() is None:
+                runs.kill_driver(proc)
         if dead:
             runs.end_processes_of(dead)
