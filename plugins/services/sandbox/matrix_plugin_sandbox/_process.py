@@ -20,7 +20,7 @@ def _killpg(pid: int) -> None:
 
 async def run_bounded(argv: Sequence[str], *, stdin: bytes | None, env: Mapping[str, str] | None, timeout_s: float,
                       max_output_bytes: int, on_kill: Callable[[], Awaitable[None]] | None = None,
-                      running: set | None = None) -> ExecResult:
+                      running: set | None = None, pass_fds: Sequence[int] = ()) -> ExecResult:
     """Runs ``argv`` in its own session. On timeout or once either stream passes
     ``max_output_bytes`` the whole process group is killed (and ``on_kill`` runs, for
     backends whose processes live elsewhere); what was read so far is kept."""
@@ -30,7 +30,7 @@ async def run_bounded(argv: Sequence[str], *, stdin: bytes | None, env: Mapping[
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(env) if env is not None else None,
-        start_new_session=True,
+        start_new_session=True, pass_fds=tuple(pass_fds),
     )
     if running is not None:
         running.add(proc)

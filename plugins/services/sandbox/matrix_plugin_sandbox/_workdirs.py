@@ -20,6 +20,8 @@ import psutil
 
 from matrix_core import MatrixError
 
+from ._hardening import unmount_below
+
 OWNER_FILE = "owner.json"
 
 
@@ -63,6 +65,7 @@ class WorkRoot:
             if entry == self.mine or (owner and _alive(owner)):
                 continue
             removed["processes"] += kill_processes_mentioning(str(entry))
+            unmount_below(entry)  # size-limited work dirs (sandbox) are mounts of their own
             shutil.rmtree(entry, ignore_errors=True)
             removed["dirs"] += 1
         self.mine.mkdir(mode=0o711)

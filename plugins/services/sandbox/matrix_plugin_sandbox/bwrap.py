@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from matrix_core import ConfigError, MatrixError
 from matrix_core.sandbox import ExecResult, ToolRuntime
 
+from . import _hardening
 from ._process import exec_request, run_bounded
 from ._workdirs import WorkRoot, read_inside, usage_bytes, write_inside
 
@@ -62,12 +63,20 @@ def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         s["timeout_s"], s["max_timeout_s"] = float(s["timeout_s"]), float(s["max_timeout_s"])
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"runtime (sandbox): {exc}") from None
-    for key in ("memory_mb", "max_processes", "max_output_bytes", "max_file_mb", "max_open_files", "tmp_size_mb", "max_sandboxes"):
+    for key in ("memory_mb", "max_processes", "max_output_bytes", "max_file_mb", "max_open_files", "tmp_size_mb", "max_sandboxes",
+                "work_quota_mb"):
         if s[key] < 1:
             raise ConfigError(f"runtime.{key} must be >= 1, got {s[key]}")
     if s["timeout_s"] <= 0:
         raise ConfigError(f"runtime.timeout_s must be > 0, got {s['timeout_s']}")
     return s
+
+
+def _full(work: Path) -> bool:
+    try:
+        return os.statvfs(work).f_bavail == 0
+    except OSError:  # released while the command ran
+        return False
 
 
 class BubblewrapRuntime(ToolRuntime):
@@ -80,6 +89,8 @@ class BubblewrapRuntime(ToolRuntime):
         self.free_uids = list(range(self.s["uid_base"] + self.s["max_sandboxes"] - 1, self.s["uid_base"] - 1, -1))
         self.bwrap: str | None = None
         self.system_args: list[str] = []
+        self.seccomp = _hardening.seccomp_program()
+        self.mount_work = self.as_root  # size-limited work dirs need mount(2); the fallback checks after each command
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,11 +121,14 @@ class BubblewrapRuntime(ToolRuntime):
             uid = self.free_uids.pop()
         try:
             work = self.root.create(sandbox_id, uid)
+            if uid is not None:
+                os.chmod(work.parent, 0o700)  # bwrap binds it as root: no other host user needs to reach it
+            mounted = self.mount_work = self.mount_work and _hardening.mount_work(work, self.s["work_quota_mb"] * MB, uid)
         except OSError as exc:
             if uid is not None:
                 self.free_uids.append(uid)
             raise MatrixError(f"cannot create a sandbox work dir under {self.root.mine}: {exc.strerror}") from None
-        self.boxes[sandbox_id] = {"work": work, "uid": uid, "running": set()}
+        self.boxes[sandbox_id] = {"work": work, "uid": uid, "running": set(), "mounted": mounted}
         return {"runtime": "sandbox", "workdir": "/work", "uid": uid, "python": sys.executable}
 
     async def destroy(self, sandbox_id: str) -> None:
@@ -128,6 +142,8 @@ class BubblewrapRuntime(ToolRuntime):
                 pass
         for proc in list(box["running"]):
             await proc.wait()
+        if box["mounted"]:
+            _hardening.unmount(box["work"])
         self.root.remove(sandbox_id)
         if box["uid"] is not None:
             self.free_uids.append(box["uid"])
@@ -170,7 +186,9 @@ class BubblewrapRuntime(ToolRuntime):
             self.bwrap, *self.system_args,
             "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(s["tmp_size_mb"] * MB), "--tmpfs", "/tmp",
-            "--bind", str(work), "/work", "--chdir", cwd,
+            "--bind", str(work), "/work",
+            # bwrap's root and /dev are tmpfs with no size: nothing is to be written there.
+            "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", cwd,
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--hostname", "sandbox", "--die-with-parent", "--new-session",
         ]
@@ -194,13 +212,23 @@ class BubblewrapRuntime(ToolRuntime):
                    env: Mapping[str, str] | None = None, cwd: str | None = None, timeout_s: float | None = None) -> ExecResult:
         box = self._box(sandbox_id)
         command, inner_cwd, timeout = exec_request(command, cwd, timeout_s, self.s)
-        result = await run_bounded(
-            self._argv(box["uid"], box["work"], inner_cwd, command, timeout), stdin=stdin, env=self._env(env or {}),
-            timeout_s=timeout, max_output_bytes=self.s["max_output_bytes"], running=box["running"],
-        )
+        argv, pass_fds = self._argv(box["uid"], box["work"], inner_cwd, command, timeout), ()
+        if self.seccomp is not None:
+            pass_fds = (_hardening.seccomp_fd(self.seccomp),)
+            argv[1:1] = ["--seccomp", str(pass_fds[0])]
+        try:
+            result = await run_bounded(argv, stdin=stdin, env=self._env(env or {}), timeout_s=timeout,
+                                       max_output_bytes=self.s["max_output_bytes"], running=box["running"], pass_fds=pass_fds)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         used = usage_bytes(box["work"])
         result.info["work_bytes"] = used
-        if used > self.s["work_quota_mb"] * MB:
+        if box["mounted"] and _full(box["work"]):
+            # The filesystem stopped the writes (ENOSPC) while the command ran; its files stay.
+            result.killed = result.killed or "work_quota"
+            result.stderr += f"\n[sandbox] work dir is full: runtime.work_quota_mb={self.s['work_quota_mb']}"
+        elif used > self.s["work_quota_mb"] * MB:
             # Over quota: the files go, so the host's disk is never at the task's mercy.
             for entry in box["work"].iterdir():
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
