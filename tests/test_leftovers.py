@@ -59,3 +59,42 @@ def test_a_live_run_is_left_alone(tmp_path):
     finally:
         helper.kill()
         helper.wait()
+
+
+def test_a_local_ray_that_times_out_starting_is_retried_without_leftovers(monkeypatch):
+    """Stand-in for a machine too busy for Ray's fixed 30 s raylet registration: the first
+    ray.init starts a process and times out; the retry ends that process, then succeeds."""
+    import ray
+
+    from matrix_core._private import ray_start
+
+    calls, spawned = [], []
+
+    def flaky_init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            spawned.append(subprocess.Popen(SLEEPER))
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", flaky_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    try:
+        ray_start.init_local({"address": "local"})
+        # Ended (a 600 s sleeper; its status went to the waiter that reaped it).
+        assert len(calls) == 2 and spawned[0].wait(30) is not None
+    finally:
+        spawned[0].kill()
+        spawned[0].wait()
+
+
+def test_other_ray_start_failures_are_not_retried(monkeypatch):
+    import pytest
+    import ray
+
+    from matrix_core._private import ray_start
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw) or (_ for _ in ()).throw(ValueError("bad address")))
+    with pytest.raises(ValueError, match="bad address"):
+        ray_start.init_local({})
+    assert len(calls) == 1

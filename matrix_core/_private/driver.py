@@ -32,6 +32,7 @@ from . import leftovers
 from . import resources as resources_mod
 from .live import HostPoller, expected_tasks
 from .progress import Counters, Progress
+from .ray_start import init_local
 from .ray_errors import remote_error
 from .routing import Router
 from .runtime import AgentHost, Outbox
@@ -74,7 +75,7 @@ def init_ray(run: RunOptions | Mapping[str, Any]) -> bool:
         kwargs["_temp_dir"] = run.ray_temp_dir or os.path.join(tempfile.gettempdir(), "matrix-ray")
         kwargs["_node_ip_address"] = "127.0.0.1"  # a local cluster talks over loopback only
     try:
-        ray.init(**kwargs)
+        init_local(kwargs) if address == "local" else ray.init(**kwargs)
     except Exception as exc:  # Ray raises a bare Exception when its node does not come up in time
         raise MatrixError(f"cannot start or join Ray at {address!r}: {exc}") from None
     return True
