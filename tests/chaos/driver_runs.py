@@ -80,12 +80,14 @@ def checkpoints(out: Path) -> dict[str, dict]:
     return latest
 
 
-def ray_ids(out: Path) -> dict | None:
-    """The Ray node id and session dir the run recorded next to its output, once it has."""
+def ray_ids(out: Path, proc: subprocess.Popen) -> dict | None:
+    """The Ray node id and session dir this run recorded next to its output, once it has
+    (until then the file may still be the dead run's)."""
     try:
-        return json.loads(Path(str(out) + leftovers.SUFFIX).read_text()).get("ray")
+        state = json.loads(Path(str(out) + leftovers.SUFFIX).read_text())
     except (OSError, ValueError):
         return None
+    return state.get("ray") if state.get("pid") == proc.pid else None
 
 
 def processes_of(ids: dict) -> list[int]:

@@ -17,13 +17,15 @@ def test_driver_killed_at_random_points_then_resumed(tmp_path):
     dead_runs, procs = [], []
     try:
         for _ in range(3):
-            before = len(runs.lines(out))
             kill_after = rng.randint(50, 300)  # new rows this run writes before it dies
             proc = runs.start(cmd)
             procs.append(proc)
-            runs.wait_until(proc, lambda: runs.ray_ids(out) and len(runs.lines(out)) >= before + kill_after,
-                            f"{kill_after} new rows in the output")
-            dead_runs.append(runs.ray_ids(out))
+            # It has ended what the killed run left (whose actors may still have been
+            # writing) once it records its own ids; count its rows from there.
+            runs.wait_until(proc, lambda: runs.ray_ids(out, proc), "the run's ids in its state file")
+            before = len(runs.lines(out))
+            runs.wait_until(proc, lambda: len(runs.lines(out)) >= before + kill_after, f"{kill_after} new rows in the output")
+            dead_runs.append(runs.ray_ids(out, proc))
             runs.kill_driver(proc)
             # The torn last line, if the kill landed mid-write, is cut on the next open.
         final = runs.start(cmd)

@@ -17,10 +17,10 @@ def test_a_killed_run_continues_checkpointed_tasks_and_reaps_its_leftovers(tmp_p
     try:
         # Kill once several unfinished tasks have a checkpoint of 4+ steps on disk (of 12
         # steps, 4 of which sleep 1.5 s: most are still running when the driver dies).
-        runs.wait_until(first, lambda: runs.ray_ids(out) and sum(
+        runs.wait_until(first, lambda: runs.ray_ids(out, first) and sum(
             e["steps"] >= 4 for t, e in runs.checkpoints(out).items() if t not in runs.written_ids(out)) >= 5,
             "5 unfinished tasks with a checkpoint")
-        dead = runs.ray_ids(out)
+        dead = runs.ray_ids(out, first)
         runs.kill_driver(first)
         left = runs.processes_of(dead)
         assert left, "a SIGKILLed driver leaves Ray helpers behind (what the rerun must end)"
