@@ -111,6 +111,8 @@ def test_a_crashed_runtime_leaves_nothing(matrix_ray, tmp_path):
     while sandbox_processes(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sandbox_processes(tmp_path) == []  # bwrap --die-with-parent took the sleepers along
+    if os.geteuid() == 0:
+        assert len(mounts_under(tmp_path)) == 3  # the dead runtime's size-limited work dirs, still mounted
     while True:  # Ray restarts it: the new process sweeps the dead one's dirs
         try:
             stats = ray.get(handle.actor.start.remote(), timeout=30)
@@ -122,7 +124,11 @@ def test_a_crashed_runtime_leaves_nothing(matrix_ray, tmp_path):
     owners = list((tmp_path / "matrix-sandbox").iterdir())
     assert len(owners) == 1 and str(stats["pid"]) in owners[0].name
     handle.stop()
-    assert sandbox_dirs(tmp_path) == [] and sandbox_processes(tmp_path) == []
+    assert sandbox_dirs(tmp_path) == [] and sandbox_processes(tmp_path) == [] and mounts_under(tmp_path) == []
+
+
+def mounts_under(path):
+    return [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(f"{path}/")]
 
 
 # --- a workflow through the real driver ---------------------------------------------------
