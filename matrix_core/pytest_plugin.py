@@ -23,14 +23,16 @@ def matrix_ray(request):
     import ray
 
     if not ray.is_initialized():
-        ray.init(
+        from matrix_core._private.ray_start import init_local  # retried when a busy machine makes Ray time out
+
+        init_local(dict(
             address="local",
             num_cpus=int(request.config.getoption("--matrix-num-cpus")),
             include_dashboard=False,
             _temp_dir=os.path.join(tempfile.gettempdir(), f"matrix-test-ray-{os.getpid()}"),
             logging_level="WARNING",
             _node_ip_address="127.0.0.1",
-        )
+        ))
     yield ray
     ray.shutdown()
 
