@@ -39,17 +39,20 @@ def record(output: str | None, run_id: str, started_ray: bool) -> None:
 
         node = ray._private.worker.global_worker.node
         state["ray"] = {"node_id": ray.get_runtime_context().get_node_id(), "session_dir": node.get_session_dir_path()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+    except OSError as exc:  # an unusable output path is the sink's to report, in one line
+        log.debug("cannot record the run state in %s: %s", path, exc)
 
 
 def forget(output: str | None, run_id: str) -> None:
     """Removes this run's state at its end (not another run's)."""
     path = state_path(output)
     if path is not None and _read(path).get("run_id") == run_id:
-        path.unlink(missing_ok=True)
+        _unlink(path)
 
 
 def reap(output: str | None) -> list[int]:
@@ -63,8 +66,15 @@ def reap(output: str | None) -> list[int]:
     if ended:
         log.warning("ended %d process(es) left by the killed run %s (Ray session %s): pids %s",
                     len(ended), state.get("run_id"), ray_ids.get("session_dir"), ", ".join(map(str, ended)))
-    path.unlink(missing_ok=True)
+    _unlink(path)
     return ended
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _read(path: Path) -> dict[str, Any]:
