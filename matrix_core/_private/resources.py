@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -183,8 +184,12 @@ def _check_ports(resources: LLMResources) -> None:
             taken[p] = name
 
 
-def start_resources(resources: LLMResources, host) -> dict[str, ServiceHandle]:
-    """Start every used resource once (in order); on a failure stop those already started."""
+def start_resources(resources: LLMResources, host, run_id: str | None = None) -> dict[str, ServiceHandle]:
+    """Start every used resource once (in order); on a failure stop those already started.
+    A backend with a Serve deployment gets one for the run, named ``run-<run_id>-<resource>``."""
+    from .serving import PER_RUN_PREFIX, start_backend
+
+    run_id = run_id or uuid.uuid4().hex[:8]
     handles: dict[str, ServiceHandle] = {}
     try:
         for name in resources.used:
@@ -192,7 +197,7 @@ def start_resources(resources: LLMResources, host) -> dict[str, ServiceHandle]:
             backend: LLMBackendSpec = host.get("llm_backend", section["backend"])
             started = time.perf_counter()
             try:
-                handle = backend.start(section)
+                handle = start_backend(backend, section, f"{PER_RUN_PREFIX}{run_id}-{name}".replace("_", "-"), _where(name))
             except MatrixError as exc:
                 # Same class (a ConfigError stays one), the resource named.
                 raise type(exc)(f"LLM resource {name!r} ({_where(name)}, {section['backend']}) failed to start: {exc}") from None
