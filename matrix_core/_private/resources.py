@@ -66,6 +66,20 @@ class LLMResources:
         return sorted(r for r, names in calls.items() if any(self.aliases[n] == resource for n in names))
 
 
+SERVICE_PREFIX = "service:"  # llms.NAME=service:SVC attaches resource NAME to service SVC
+
+
+def service_section(service: str, where: str) -> dict[str, Any]:
+    """The resource section of ``service:SVC``: backend ``service`` with its yaml's client defaults."""
+    import yaml
+
+    if not service:
+        raise ConfigError(f"{where}=service: names no service; write {where}=service:NAME (matrix services list)")
+    with open(Path(__file__).parent.parent / "conf" / "llm" / "service.yaml") as f:
+        section = yaml.safe_load(f)
+    return {**section, "name": service}
+
+
 def _where(name: str) -> str:
     return "llm" if name == DEFAULT else f"llms.{name}"
 
@@ -101,7 +115,9 @@ def _declared(cfg: Mapping[str, Any], host) -> tuple[dict[str, dict[str, Any]], 
         configs[DEFAULT] = llm
     alias_of: dict[str, str] = {}
     for name, section in declared.items():
-        if isinstance(section, str):
+        if isinstance(section, str) and section.startswith(SERVICE_PREFIX):
+            configs[str(name)] = service_section(section[len(SERVICE_PREFIX):], f"llms.{name}")
+        elif isinstance(section, str):
             alias_of[str(name)] = section
         elif isinstance(section, Mapping) and section.get("backend"):
             configs[str(name)] = dict(section)

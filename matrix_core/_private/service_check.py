@@ -31,7 +31,8 @@ async def _checks(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             ok, detail = verdict(result)
         except (LLMError, ValueError, KeyError, TypeError) as exc:
             ok, detail = False, f"{type(exc).__name__}: {str(exc)[:200]}"
-        results.append({"check": name, "ok": ok,  # None: not applicable to this model "latency_s": time.perf_counter() - started, "detail": detail})
+        # ok None: the check does not apply to this model
+        results.append({"check": name, "ok": ok, "latency_s": time.perf_counter() - started, "detail": detail})
 
     def chat_verdict(r):
         text = (r.content or "").strip()
