@@ -34,17 +34,42 @@ def one_error_line(proc):
     return lines[0]
 
 
+def _up(head, env, address) -> bool:
+    """The head accepts clients (False: it exited; on a loaded box Ray gives its node 30 s to come up)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and head.head.poll() is None:
+        if matrix("services", "list", "--address", address, env=env).returncode == 0:
+            return True
+        time.sleep(2)
+    return False
+
+
+def _end(head) -> None:
+    try:
+        head.__exit__(None, None, None)
+    except ProcessLookupError:  # it had exited on its own
+        pass
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """(env, address) of a head node this module owns (4 logical CPUs: two runs' agent hosts)."""
-    with ThrowawayRayHead(num_cpus=4) as (env, address):
-        for _ in range(60):  # the head takes a few seconds to accept clients
-            proc = matrix("services", "list", "--address", address, env=env)
-            if proc.returncode == 0:
+    for _ in range(3):
+        head = ThrowawayRayHead(num_cpus=4)
+        env, address = head.__enter__()
+        try:
+            if _up(head, env, address):
                 break
-            time.sleep(2)
-        assert proc.returncode == 0, proc.stderr
+        except BaseException:
+            _end(head)
+            raise
+        _end(head)
+    else:
+        pytest.fail("the throwaway Ray head did not come up in three tries")
+    try:
         yield env, address
+    finally:
+        _end(head)
 
 
 def status(name, env, address):
