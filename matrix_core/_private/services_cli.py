@@ -359,13 +359,18 @@ def scale_command(name: str, bounds: Sequence[str], address: str | None, cluster
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
 @click.option("--cluster", help=CLUSTER_HELP)
 def stop_command(name: str, address: str | None, cluster: str | None) -> None:
-    """Stop service NAME: delete its Serve application (every replica and engine) and forget it."""
+    """Stop service NAME: delete its Serve application (every replica and engine) and forget it.
+    A run's own deployment left behind by a driver that died (``run-...`` in ``list``) stops too."""
     import ray
 
+    serving = _serving()
     with _cluster(address, cluster):
         records = _records()
-        if name not in {r["name"] for r in records}:
+        if name in {r["name"] for r in records}:
+            serving.delete(name)
+            ray.get(registry().remove.remote(name))
+        elif name.startswith(serving.PER_RUN_PREFIX) and name in serving.app_names():
+            serving.delete(name)
+        else:
             raise _unknown(name, records)
-        _serving().delete(name)
-        ray.get(registry().remove.remote(name))
     click.echo(f"service {name} stopped")
