@@ -8,6 +8,7 @@ from .options import (
     AgentOptions,
     CacheOptions,
     DatasetOptions,
+    DeploymentOptions,
     LLMClientOptions,
     LLMOptions,
     OutputOptions,
@@ -34,7 +35,7 @@ from .specs import (
 )
 
 __all__ = [
-    "AgentOptions", "CacheOptions", "DatasetOptions", "LLMClientOptions", "LLMOptions", "OutputOptions", "ResumeOptions",
+    "AgentOptions", "CacheOptions", "DatasetOptions", "DeploymentOptions", "LLMClientOptions", "LLMOptions", "OutputOptions", "ResumeOptions",
     "RoleOptions", "RunOptions", "SamplingOptions", "SinkOptions",
     "Agent", "AgentContext", "AgentSpec", "Choice", "CommandSpec", "ConfigDirSpec", "ConfigError",
     "DatasetLoaderSpec", "Endpoint", "ErrorInfo", "ExecResult", "Hop", "LLMBackendSpec", "LLMCache", "LLMClient",

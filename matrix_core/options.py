@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -106,11 +106,51 @@ class LLMClientOptions(_OpenSection):
         "auto", description="native: send tools as is | prompted: schemas in the prompt, JSON-schema answers | auto: probe once")
 
 
+class DeploymentOptions(_Section):
+    """``llm.deployment``: how a backend's Ray Serve deployment is scaled, placed and checked
+    (backends that offer one: ``LLMBackendSpec.serve_app``; see :mod:`matrix_core.deployments`).
+
+    A backend's yaml may set its own defaults here (``deployment: {num_gpus: ${..tensor_parallel_size}}``);
+    the resources are what ONE replica reserves, and the cluster is checked against them
+    before anything is deployed.
+    """
+
+    name: str | None = Field(None, description="Serve application name (set by matrix: the service name, or one per run and resource)")
+    min_replicas: int = Field(1, ge=0, description="fewest replicas Ray Serve's autoscaler keeps")
+    max_replicas: int = Field(1, ge=1, description="most replicas Ray Serve's autoscaler starts")
+    initial_replicas: int | None = Field(None, ge=0, description="replicas at deploy time (null: min_replicas)")
+    target_ongoing_requests: float = Field(4.0, gt=0, description="requests in flight per replica the autoscaler aims at")
+    max_ongoing_requests: int | None = Field(None, ge=1, description="requests one replica takes at once, more wait in Serve (null: the backend's)")
+    upscale_delay_s: float = Field(30.0, ge=0, description="load must stay above target this long before a replica is added")
+    downscale_delay_s: float = Field(600.0, ge=0, description="load must stay below target this long before a replica is removed")
+    autoscaling: dict[str, Any] = Field(default_factory=dict, description="more Ray Serve AutoscalingConfig fields (look_back_period_s, ...)")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs one replica reserves")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs one replica reserves")
+    resources: dict[str, float] = Field(default_factory=dict, description="other Ray resources one replica reserves")
+    health_check_period_s: float = Field(10.0, gt=0, description="how often Serve checks a replica's engine")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="a check slower than this fails the replica")
+    startup_timeout_s: float = Field(600.0, gt=0, description="deploy fails if not every replica is up within this")
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> "DeploymentOptions":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above max_replicas={self.max_replicas}")
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(f"initial_replicas={self.initial_replicas} is outside min_replicas..max_replicas")
+        return self
+
+    def replica_demand(self) -> dict[str, float]:
+        """Ray resources of one replica, by Ray's names (CPU, GPU, custom); zeros left out."""
+        need = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {k: float(v) for k, v in need.items() if v}
+
+
 class LLMOptions(_OpenSection):
     """``llm``: the backend (``llm=NAME``) with its own keys, and the client block."""
 
     backend: str | None = Field(None, description="LLM backend plugin (llm=NAME)")
     client: LLMClientOptions = Field(default_factory=LLMClientOptions)
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 
 class RoleOptions(_OpenSection):
@@ -188,7 +228,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
 def base_node() -> dict[str, Any]:
     """The defaults Hydra composes every workflow over (registered as ``matrix_options``)."""
     node = {name: SECTIONS[name]().model_dump() for name in ("run", "resume", "dataset", "output", "cache")}
-    node["llm"] = {"client": LLMClientOptions().model_dump()}
+    node["llm"] = {"client": LLMClientOptions().model_dump(), "deployment": DeploymentOptions().model_dump()}
     node["llms"] = {}  # named LLM resources: +llm@llms.NAME=BACKEND; roles pick one with agents.ROLE.llm
     return node
 
@@ -233,6 +273,8 @@ def error_line(model: type[BaseModel], exc: ValidationError, where: str) -> str:
     key = ".".join([where, *path]) if where else ".".join(path)
     if err["type"] == "missing":
         return f"{key} is missing" + (f": expected {describe_type(info)}" if info else "")
+    if err["type"] == "value_error" and not path:  # a check across fields (model_validator)
+        return f"{key}: {err['ctx']['error']}"
     if err["type"] == "extra_forbidden":
         known = ", ".join(sorted(model.model_fields)) if len(path) == 1 else ""
         return f"{key} is not an option" + (f" (known: {known})" if known else "")

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from .agent import Agent
+    from .options import DeploymentOptions
     from .protocol import Orchestrator
     from .sink import Sink
 
@@ -71,11 +72,19 @@ class LLMBackendSpec:
     ``start(cfg)`` receives the ``llm`` config section as a plain dict (Ray is initialised)
     and returns a :class:`ServiceHandle`. It raises :class:`matrix_core.MatrixError` with
     one readable line when the service cannot start.
+
+    ``serve_app(cfg, options)``, if given, makes the backend a Ray Serve deployment: it
+    returns the ``ray.serve.Application`` to deploy (built, not yet run) from the ``llm``
+    section and the :class:`~matrix_core.options.DeploymentOptions` (replicas, autoscaling,
+    resources, health checks). The core deploys it, for ``matrix services start`` (long-lived)
+    and for a run (removed at its end); ``start`` may then be left out, or only attach by
+    URL. The full contract is in :mod:`matrix_core.deployments`.
     """
 
     name: str
-    start: Callable[[Mapping[str, Any]], ServiceHandle]
+    start: Callable[[Mapping[str, Any]], ServiceHandle] | None = None
     description: str = ""
+    serve_app: Callable[[Mapping[str, Any], "DeploymentOptions"], Any] | None = None
 
 
 @dataclass(frozen=True)
