@@ -64,7 +64,7 @@ def _options(app) -> dict:
     return {
         "name": d.name,
         "cls": d.func_or_class.__name__ if hasattr(d.func_or_class, "__name__") else str(d.func_or_class),
-        "autoscaling": None if auto is None else {k: getattr(auto, k) for k in ("min_replicas", "max_replicas", "target_ongoing_requests", "initial_replicas")},
+        "autoscaling": None if auto is None else {k: getattr(auto, k) for k in ("min_replicas", "max_replicas", "target_ongoing_requests", "initial_replicas", "upscale_delay_s")},
         "max_ongoing_requests": c.max_ongoing_requests,
         "placement_group_bundles": r.placement_group_bundles,
         "placement_group_strategy": r.placement_group_strategy,
@@ -80,7 +80,9 @@ def main(argv: list[str]) -> None:
     module_name, cfg, options = argv[0], json.loads(argv[1]), json.loads(argv[2])
     install("vllm" if "vllm" in module_name else "sglang")
     logging.disable(logging.INFO)  # the builder logs every option at INFO; stdout is the answer
-    app = importlib.import_module(module_name).build_app(cfg, options)
+    from matrix_core import DeploymentOptions
+
+    app = importlib.import_module(module_name).serve_app(cfg, DeploymentOptions(**options))
     ingress = app._bound_deployment
     models = {}
     for model_id, sub in ingress.init_kwargs["llm_deployments"].items():

@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from ..deployments import autoscaling_config
 from ..errors import ConfigError
-
-# Ray Serve LLM's own default is 16; Matrix keeps many more requests in flight per replica
-# (hundreds of agents per engine), so a replica is "busy" later.
-DEFAULT_TARGET_ONGOING_REQUESTS = 64
-
-
-def option(options: Any, key: str, default: Any = None) -> Any:
-    """A deployment option from a mapping or an options object (attribute), or ``default``."""
-    value = options.get(key) if isinstance(options, Mapping) else getattr(options, key, None)
-    return default if value is None else value
+from ..options import DeploymentOptions
 
 
 def flags_to_kwargs(args: list[Any]) -> dict[str, Any]:
@@ -63,20 +55,35 @@ def positive_int(s: Mapping[str, Any], key: str, default: int = 1) -> int:
     return n
 
 
-def autoscaling(options: Any, *, default_replicas: int = 1) -> dict[str, Any]:
-    """Serve's ``autoscaling_config`` from the deployment options (min/max/target)."""
-    lo = int(option(options, "min_replicas", default_replicas))
-    hi = int(option(options, "max_replicas", lo))
-    if lo < 0 or hi < max(lo, 1):
-        raise ConfigError(f"replicas: need 0 <= min_replicas <= max_replicas and max_replicas >= 1, got min={lo} max={hi}")
-    target = float(option(options, "target_ongoing_requests", DEFAULT_TARGET_ONGOING_REQUESTS))
-    if target <= 0:
-        raise ConfigError(f"target_ongoing_requests must be above 0, got {target}")
-    config = {"min_replicas": lo, "max_replicas": hi, "target_ongoing_requests": target}
-    initial = option(options, "initial_replicas")
-    if initial is not None:
-        config["initial_replicas"] = int(initial)
+def deployment_config(options: DeploymentOptions, *, engine: str, gpus_per_replica: int) -> dict[str, Any]:
+    """``LLMConfig.deployment_config`` from the ``llm.deployment`` options.
+
+    Ray Serve LLM reserves the engine's GPUs itself (one placement bundle per engine worker),
+    so they are not in ``ray_actor_options``; the options must still say how many one replica
+    takes, because the core checks the cluster against ``options.replica_demand()``.
+    """
+    if options.num_gpus != gpus_per_replica:
+        raise ConfigError(
+            f"llm.deployment.num_gpus={options.num_gpus:g} but one {engine} replica runs tensor_parallel_size x "
+            f"pipeline_parallel_size = {gpus_per_replica} engine workers, one GPU each: set llm.deployment.num_gpus={gpus_per_replica}"
+        )
+    actor: dict[str, Any] = {"num_cpus": options.num_cpus}
+    if options.resources:
+        actor["resources"] = {k: float(v) for k, v in options.resources.items()}
+    config: dict[str, Any] = {
+        "autoscaling_config": autoscaling_config(options),
+        "ray_actor_options": actor,
+        "health_check_period_s": options.health_check_period_s,
+        "health_check_timeout_s": options.health_check_timeout_s,
+    }
+    if options.max_ongoing_requests:  # else Ray Serve LLM's own (the engine queues)
+        config["max_ongoing_requests"] = options.max_ongoing_requests
     return config
+
+
+def settings(defaults: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The backend's yaml defaults overlaid with ``cfg``, without the client/deployment sections."""
+    return {k: v for k, v in {**defaults, **cfg}.items() if k not in ("client", "deployment")}
 
 
 def one_line(exc: Exception) -> str:

@@ -3,16 +3,16 @@
 Ray 2.60 runs SGLang in ``ray.serve.llm`` through ``LLMConfig.server_cls`` = ``SGLangServer``
 (SGLang's in-process engine behind the same OpenAI-compatible ingress as vLLM; Ray marks it
 "early development"). The engine arguments are SGLang's ``ServerArgs`` names
-(``model_path``, ``tp_size``, ...). :func:`llm_config` is a plain dict so it can be built and
-checked where SGLang is not installed; :func:`build_app` needs SGLang (or vLLM) installed,
-because ``ray.serve.llm`` refuses to import without an engine.
+(``model_path``, ``tp_size``, ...). :func:`llm_config` is a plain dict, checked by Ray Serve
+LLM's own config model where SGLang is not installed; :func:`serve_app` needs SGLang (or vLLM)
+where it runs, because ``ray.serve.llm`` imports an engine's protocol classes.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from matrix_core import ConfigError
-from matrix_core._private.serve_llm import autoscaling, flags_to_kwargs, one_line, option, positive_int, validate
+from matrix_core import ConfigError, DeploymentOptions
+from matrix_core._private.serve_llm import deployment_config, flags_to_kwargs, one_line, positive_int, settings, validate
 
 SERVER_CLS = "ray.llm._internal.serve.engines.sglang.sglang_engine:SGLangServer"
 # Our key -> SGLang ServerArgs name.
@@ -38,32 +38,25 @@ def engine_kwargs(s: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def llm_config(cfg: Mapping[str, Any], options: Any = None, *, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def llm_config(cfg: Mapping[str, Any], options: DeploymentOptions | None = None, *, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``ray.serve.llm.LLMConfig`` for ``cfg`` (the ``llm`` section)."""
     if defaults is None:
         from . import defaults as plugin_defaults
 
         defaults = plugin_defaults()
-    s = {**defaults, **{k: v for k, v in cfg.items() if k != "client"}}
+    s = settings(defaults, cfg)
     if not s.get("model"):
         raise ConfigError("llm.model is not set: name the model SGLang should serve (a Hugging Face id or a path on the GPU nodes)")
     kwargs = engine_kwargs(s)
-    # SGLangServer reserves one bundle of tp*pp GPUs + the replica's CPUs + these resources
-    # (STRICT_PACK: one node); an explicit num_gpus would be added on top, so it is not passed.
-    resources = {str(k): float(v) for k, v in (s.get("resources") or {}).items()}
+    workers = kwargs["tp_size"] * kwargs["pp_size"]
+    if options is None:
+        options = DeploymentOptions(num_gpus=workers)
+    # SGLangServer reserves ONE bundle per replica: the actor's CPUs and resources plus
+    # tp x pp GPUs, on one node (STRICT_PACK).
+    deployment = deployment_config(options, engine="sglang", gpus_per_replica=workers)
     if s.get("accelerator_type"):
-        resources[f"accelerator_type:{s['accelerator_type']}"] = 0.001
-    actor: dict[str, Any] = {"num_cpus": float(s.get("num_cpus") if s.get("num_cpus") is not None else 1)}
-    if resources:
-        actor["resources"] = resources
-    deployment: dict[str, Any] = {
-        "autoscaling_config": autoscaling(options, default_replicas=positive_int(s, "replicas")),
-        "ray_actor_options": actor,
-    }
-    if option(options, "max_ongoing_requests") is not None:
-        deployment["max_ongoing_requests"] = int(option(options, "max_ongoing_requests"))
-    if option(options, "name"):
-        deployment["name"] = str(option(options, "name"))
+        resources = deployment["ray_actor_options"].setdefault("resources", {})
+        resources.setdefault(f"accelerator_type:{s['accelerator_type']}", 0.001)
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": str(s.get("served_model_name") or s["model"]), "model_source": str(s["model"])},
         "server_cls": SERVER_CLS,
@@ -77,22 +70,14 @@ def llm_config(cfg: Mapping[str, Any], options: Any = None, *, defaults: Mapping
     return config
 
 
-def serving_args(config: Mapping[str, Any], options: Any = None) -> dict[str, Any]:
-    args: dict[str, Any] = {"llm_configs": [dict(config)]}
-    ingress = option(options, "ingress_replicas")
-    if ingress:
-        args["ingress_deployment_config"] = {"num_replicas": int(ingress)}
-    return args
-
-
-def build_app(cfg: Mapping[str, Any], options: Any = None):
-    """The Serve application (OpenAI ingress + SGLang replicas) for ``cfg``; needs SGLang here."""
+def serve_app(cfg: Mapping[str, Any], options: DeploymentOptions):
+    """``LLMBackendSpec.serve_app``: Serve's OpenAI-compatible ingress + the SGLang replicas."""
     config = llm_config(cfg, options)
     try:
         from ray.serve.llm import LLMConfig, build_openai_app
     except ImportError as exc:
-        raise ConfigError(f"llm=sglang as a Serve deployment needs `pip install \"ray[serve,llm]\" \"sglang[all,ray]\"` where the application is built: {exc}") from None
+        raise ConfigError(f"llm=sglang as a Serve deployment needs SGLang where the application is built (`pip install \"ray[serve,llm]\" \"sglang[all,ray]\"`): {one_line(exc)}") from None
     try:
-        return build_openai_app(serving_args(config, options) | {"llm_configs": [LLMConfig(**config)]})
+        return build_openai_app({"llm_configs": [LLMConfig(**config)]})
     except ValueError as exc:
         raise ConfigError(f"llm (sglang): {one_line(exc)}") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_core import ConfigError
+from matrix_core import ConfigError, DeploymentOptions
 from matrix_plugin_sglang.serve_app import SERVER_CLS, llm_config
 
 CFG = {
@@ -27,11 +27,11 @@ CFG = {
     "accelerator_type": "H100",
     "extra_args": ["--enable-torch-compile", "--chunked-prefill-size", "4096"],
 }
-OPTIONS = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 48}
+OPTIONS = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 48, "num_gpus": 2}
 
 
 def test_llm_config_from_our_config():
-    c = llm_config(CFG, OPTIONS)
+    c = llm_config(CFG, DeploymentOptions(**OPTIONS))
     assert c["server_cls"] == SERVER_CLS
     assert c["model_loading_config"] == {"model_id": "qwen7", "model_source": "Qwen/Qwen2.5-7B-Instruct"}
     assert c["engine_kwargs"] == {
@@ -40,7 +40,7 @@ def test_llm_config_from_our_config():
         "enable_torch_compile": True, "chunked_prefill_size": 4096,
     }
     deployment = c["deployment_config"]
-    assert deployment["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 48.0}
+    assert deployment["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 48.0, "upscale_delay_s": 30.0, "downscale_delay_s": 600.0}
     assert deployment["ray_actor_options"] == {"num_cpus": 1.0, "resources": {"accelerator_type:H100": 0.001}}
     assert c["runtime_env"]["env_vars"]["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] == "0"
 
@@ -48,7 +48,7 @@ def test_llm_config_from_our_config():
 def test_ray_serve_llm_accepts_the_config():
     from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
 
-    c = llm_config(CFG, OPTIONS)
+    c = llm_config(CFG, DeploymentOptions(**OPTIONS))
     checked = LLMConfig(**{k: v for k, v in c.items() if k != "server_cls"})
     assert checked.model_id == "qwen7" and checked.accelerator_type == "H100"
     # The server class is Ray's own, present in the installed Ray (read, not imported: its
@@ -63,12 +63,12 @@ def test_ray_serve_llm_accepts_the_config():
 @pytest.mark.parametrize("cfg, options, message", [
     ({}, None, "llm.model is not set"),
     ({"model": "m", "tensor_parallel_size": "two"}, None, "tensor_parallel_size must be a whole number"),
-    ({"model": "m"}, {"min_replicas": 0, "max_replicas": 0}, "max_replicas >= 1"),
+    ({"model": "m", "tensor_parallel_size": 2, "pipeline_parallel_size": 2}, {"num_gpus": 2}, "set llm.deployment.num_gpus=4"),
     ({"model": "m", "accelerator_type": "GTX-1080"}, None, "Unsupported accelerator type: GTX-1080"),
 ])
 def test_bad_config_is_one_line(cfg, options, message):
     with pytest.raises(ConfigError, match=message) as info:
-        llm_config(cfg, options)
+        llm_config(cfg, None if options is None else DeploymentOptions(**options))
     assert "\n" not in str(info.value)
 
 
@@ -82,7 +82,7 @@ def test_gpu_double_build_openai_app():
     assert app["ingress"]["cls"] == "OpenAiIngress"
     model = app["models"]["qwen7"]
     assert model["cls"] == "SGLangServer" and model["server_cls"] == "SGLangServer"
-    assert model["autoscaling"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 48.0, "initial_replicas": None}
+    assert model["autoscaling"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 48.0, "initial_replicas": None, "upscale_delay_s": 30.0}
     # One bundle per replica: its CPU, tp*pp GPUs and the H100 label, on one node.
     assert model["placement_group_bundles"] == [{"CPU": 1.0, "GPU": 2, "accelerator_type:H100": 0.001}]
     assert model["placement_group_strategy"] == "STRICT_PACK"

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from matrix_core import ConfigError
+from matrix_core import ConfigError, DeploymentOptions
 from matrix_core._private.serve_llm import flags_to_kwargs
 from matrix_plugin_vllm.serve_app import llm_config
 
@@ -32,11 +32,11 @@ BIG = {
     "extra_args": ["--enable-prefix-caching", "--max-num-seqs", "128"],
     "env": {"HF_HOME": "/models"},
 }
-OPTIONS = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32}
+OPTIONS = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32, "num_gpus": 8, "num_cpus": 2, "upscale_delay_s": 5}
 
 
 def test_llm_config_from_our_config():
-    c = llm_config(BIG, OPTIONS)
+    c = llm_config(BIG, DeploymentOptions(**OPTIONS))
     assert c["model_loading_config"] == {"model_id": "llama70", "model_source": "meta-llama/Llama-3.1-70B-Instruct"}
     assert c["engine_kwargs"] == {
         "tensor_parallel_size": 4, "pipeline_parallel_size": 2, "max_model_len": 8192, "gpu_memory_utilization": 0.9,
@@ -44,8 +44,12 @@ def test_llm_config_from_our_config():
         "enable_lora": True, "max_loras": 4, "max_lora_rank": 32,
         "enable_prefix_caching": True, "max_num_seqs": 128,
     }
-    assert c["deployment_config"]["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32.0}
-    assert c["placement_group_config"] == {"bundle_per_worker": {"GPU": 1.0, "CPU": 1.0}, "strategy": "SPREAD"}
+    assert c["deployment_config"] == {
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32.0, "upscale_delay_s": 5.0, "downscale_delay_s": 600.0},
+        "ray_actor_options": {"num_cpus": 2.0},  # the GPUs are the placement bundles'
+        "health_check_period_s": 10.0, "health_check_timeout_s": 30.0,
+    }
+    assert c["placement_group_config"] == {"bundle_per_worker": {"GPU": 1.0}, "strategy": "SPREAD"}
     assert c["accelerator_type"] == "H100"
     assert c["lora_config"] == {"dynamic_lora_loading_path": "s3://bucket/adapters", "max_num_adapters_per_replica": 4}
     assert c["runtime_env"] == {"env_vars": {"HF_HOME": "/models"}}
@@ -54,14 +58,13 @@ def test_llm_config_from_our_config():
 def test_ray_serve_llm_accepts_the_config():
     from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
 
-    checked = LLMConfig(**llm_config(BIG, OPTIONS))
+    checked = LLMConfig(**llm_config(BIG, DeploymentOptions(**OPTIONS)))
     assert checked.model_id == "llama70"
     assert checked.accelerator_config.kind == "gpu"
     assert checked.lora_config.dynamic_lora_loading_path == "s3://bucket/adapters"
     assert checked.max_request_context_length == 8192
-    # Without autoscaling options the deployment keeps `replicas` fixed (min = max).
-    small = llm_config({"model": "Qwen/Qwen2.5-0.5B-Instruct", "replicas": 2})
-    assert small["deployment_config"]["autoscaling_config"]["min_replicas"] == small["deployment_config"]["autoscaling_config"]["max_replicas"] == 2
+    small = llm_config({"model": "Qwen/Qwen2.5-0.5B-Instruct"})  # default options: one replica, one GPU
+    assert small["deployment_config"]["autoscaling_config"]["min_replicas"] == small["deployment_config"]["autoscaling_config"]["max_replicas"] == 1
     assert "lora_config" not in small and "accelerator_type" not in small
     LLMConfig(**small)
 
@@ -79,7 +82,7 @@ def test_flags_to_kwargs():
 @pytest.mark.parametrize("cfg, options, message", [
     ({}, None, "llm.model is not set"),
     ({"model": "m", "placement_strategy": "ROUND"}, None, "placement_strategy must be one of"),
-    ({"model": "m"}, {"min_replicas": 3, "max_replicas": 2}, "min_replicas <= max_replicas"),
+    ({"model": "m", "tensor_parallel_size": 2}, {"num_gpus": 1}, "llm.deployment.num_gpus=1 but one vllm replica runs .* = 2 engine workers"),
     ({"model": "m", "tensor_parallel_size": 0}, None, "tensor_parallel_size must be at least 1"),
     ({"model": "m", "lora": {"max_adapters_per_replica": 2}}, None, "llm.lora.path is not set"),
     ({"model": "m", "lora": {"path": "/local/adapters"}}, None, "llm.lora.path must start with s3://"),
@@ -87,7 +90,7 @@ def test_flags_to_kwargs():
 ])
 def test_bad_config_is_one_line(cfg, options, message):
     with pytest.raises(ConfigError, match=message) as info:
-        llm_config(cfg, options)
+        llm_config(cfg, None if options is None else DeploymentOptions(**options))
     assert "\n" not in str(info.value)
 
 
@@ -107,12 +110,12 @@ def test_gpu_double_build_openai_app(matrix_ray):
     assert app["ingress"]["cls"] == "OpenAiIngress"
     model = app["models"]["llama70"]
     assert model["cls"] == "LLMServer"
-    assert model["autoscaling"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32.0, "initial_replicas": None}
+    assert model["autoscaling"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32.0, "initial_replicas": None, "upscale_delay_s": 5.0}
     # tp 4 x pp 2 = 8 engine workers, one GPU bundle each, spread over nodes, H100 only; the
     # replica actor's own CPU shares the first bundle.
     bundles = model["placement_group_bundles"]
     assert len(bundles) == 8 and all(b["GPU"] == 1.0 and b["accelerator_type:H100"] == 0.001 for b in bundles)
-    assert [b["CPU"] for b in bundles] == [2.0] + [1.0] * 7
+    assert [b.get("CPU", 0) for b in bundles] == [2.0] + [0] * 7  # the replica actor's CPUs, once
     assert model["placement_group_strategy"] == "SPREAD"
     assert model["engine_kwargs"]["tool_call_parser"] == "llama3_json"
     assert model["lora_paths"] == "s3://bucket/adapters"
