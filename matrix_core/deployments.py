@@ -45,7 +45,8 @@ from typing import Any
 
 from .options import DeploymentOptions
 
-__all__ = ["DeploymentOptions", "autoscaling_config", "ray_actor_options", "route_prefix", "serve_options"]
+__all__ = ["DeploymentOptions", "OpenAIIngress", "autoscaling_config", "ray_actor_options", "route_prefix",
+           "serve_options", "stderr_tail"]
 
 
 def route_prefix(name: str) -> str:
@@ -79,9 +80,55 @@ def serve_options(options: DeploymentOptions, *, max_ongoing_requests: int) -> d
     """Keyword arguments for ``Deployment.options``; ``max_ongoing_requests`` is the backend's
     default for what one replica takes at once (its engine's parallel slots, say)."""
     return {
+        # A replica whose engine cannot start fails the deployment after two tries, with its log.
+        "max_constructor_retry_count": 2,
         "autoscaling_config": autoscaling_config(options),
         "ray_actor_options": ray_actor_options(options),
         "max_ongoing_requests": options.max_ongoing_requests or max_ongoing_requests,
         "health_check_period_s": options.health_check_period_s,
         "health_check_timeout_s": options.health_check_timeout_s,
     }
+
+
+def stderr_tail(lines: int = 8) -> str:
+    """The last lines this process wrote to its stderr, in one line (inside a replica: Ray
+    sends a worker's stderr to a log file, where an in-process engine logs why it failed)."""
+    import os
+
+    try:
+        path = os.readlink("/proc/self/fd/2")
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "(no engine log)"
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:]) or "(the engine logged nothing)"
+
+
+class OpenAIIngress:
+    """Base of a replica class that serves the OpenAI API through Serve's HTTP proxy.
+
+    A subclass implements ``async call(method, path, body)`` returning ``(status, json_body)``
+    or ``(status, json_body, headers)``; ``path`` is as on HTTP without the route prefix
+    (``"/v1/chat/completions"``). The same method answers ``DeploymentHandle`` calls.
+    """
+
+    async def call(self, method: str, path: str, body: Any) -> tuple:
+        raise NotImplementedError
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        path = request.url.path
+        root = request.scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        body = None
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except ValueError:
+                return JSONResponse({"error": {"message": "the request body is not JSON", "type": "invalid_request_error", "code": 400}}, status_code=400)
+        status, payload, *headers = await self.call(request.method, path, body)
+        return JSONResponse(payload, status_code=status, headers=headers[0] if headers else None)

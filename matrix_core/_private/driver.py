@@ -249,7 +249,7 @@ def execute(cfg: Mapping[str, Any], host: PluginHost, *, progress_mode: str | No
         roles = _roles(conf, hosts_n)
         prom.bind_run(run_id, conf.workflow)
         prom.write_service_discovery()  # where Prometheus finds this Ray's metrics exporters
-        _start_llms(llm_resources, host, teardown)
+        _start_llms(llm_resources, host, teardown, run_id)
         runtime = _start_runtime(conf, plugins, roles, run_id, teardown, summary)
         plan = _plan(conf, plugins.workflow, roles, hosts_n, llm_resources)
         placement, directory = _directory(plan, run_id)
@@ -308,9 +308,9 @@ def _roles(conf: MatrixConfig, hosts: int) -> dict[str, RoleSpec]:
     return roles
 
 
-def _start_llms(resources: "resources_mod.LLMResources", host: PluginHost, teardown: ExitStack) -> None:
+def _start_llms(resources: "resources_mod.LLMResources", host: PluginHost, teardown: ExitStack, run_id: str) -> None:
     """Starts each LLM resource some role uses, once; the run stops those it started."""
-    teardown.callback(resources_mod.stop_resources, resources_mod.start_resources(resources, host))
+    teardown.callback(resources_mod.stop_resources, resources_mod.start_resources(resources, host, run_id))
 
 
 def _start_runtime(conf: MatrixConfig, plugins: _Plugins, roles: Mapping[str, RoleSpec], run_id: str,

@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -65,6 +66,20 @@ class LLMResources:
         return sorted(r for r, names in calls.items() if any(self.aliases[n] == resource for n in names))
 
 
+SERVICE_PREFIX = "service:"  # llms.NAME=service:SVC attaches resource NAME to service SVC
+
+
+def service_section(service: str, where: str) -> dict[str, Any]:
+    """The resource section of ``service:SVC``: backend ``service`` with its yaml's client defaults."""
+    import yaml
+
+    if not service:
+        raise ConfigError(f"{where}=service: names no service; write {where}=service:NAME (matrix services list)")
+    with open(Path(__file__).parent.parent / "conf" / "llm" / "service.yaml") as f:
+        section = yaml.safe_load(f)
+    return {**section, "name": service}
+
+
 def _where(name: str) -> str:
     return "llm" if name == DEFAULT else f"llms.{name}"
 
@@ -100,7 +115,9 @@ def _declared(cfg: Mapping[str, Any], host) -> tuple[dict[str, dict[str, Any]], 
         configs[DEFAULT] = llm
     alias_of: dict[str, str] = {}
     for name, section in declared.items():
-        if isinstance(section, str):
+        if isinstance(section, str) and section.startswith(SERVICE_PREFIX):
+            configs[str(name)] = service_section(section[len(SERVICE_PREFIX):], f"llms.{name}")
+        elif isinstance(section, str):
             alias_of[str(name)] = section
         elif isinstance(section, Mapping) and section.get("backend"):
             configs[str(name)] = dict(section)
@@ -183,8 +200,12 @@ def _check_ports(resources: LLMResources) -> None:
             taken[p] = name
 
 
-def start_resources(resources: LLMResources, host) -> dict[str, ServiceHandle]:
-    """Start every used resource once (in order); on a failure stop those already started."""
+def start_resources(resources: LLMResources, host, run_id: str | None = None) -> dict[str, ServiceHandle]:
+    """Start every used resource once (in order); on a failure stop those already started.
+    A backend with a Serve deployment gets one for the run, named ``run-<run_id>-<resource>``."""
+    from .serving import PER_RUN_PREFIX, start_backend
+
+    run_id = run_id or uuid.uuid4().hex[:8]
     handles: dict[str, ServiceHandle] = {}
     try:
         for name in resources.used:
@@ -192,7 +213,7 @@ def start_resources(resources: LLMResources, host) -> dict[str, ServiceHandle]:
             backend: LLMBackendSpec = host.get("llm_backend", section["backend"])
             started = time.perf_counter()
             try:
-                handle = backend.start(section)
+                handle = start_backend(backend, section, f"{PER_RUN_PREFIX}{run_id}-{name}".replace("_", "-"), _where(name))
             except MatrixError as exc:
                 # Same class (a ConfigError stays one), the resource named.
                 raise type(exc)(f"LLM resource {name!r} ({_where(name)}, {section['backend']}) failed to start: {exc}") from None

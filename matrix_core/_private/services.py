@@ -47,17 +47,16 @@ def start_endpoint(cfg: Mapping[str, Any]) -> ServiceHandle:
 
 
 def start_service(cfg: Mapping[str, Any]) -> ServiceHandle:
-    """Use service ``llm.name`` of the joined cluster; the service outlives the run (no-op stop)."""
+    """Use service ``llm.name`` of the joined cluster (a Ray Serve deployment from ``matrix
+    services start``); the service outlives the run: the handle's stop is a no-op."""
     from .services_cli import lookup, probe
 
     name = cfg.get("name")
     if not name:
         raise ConfigError("llm.name is not set: name a service from `matrix services list`")
     record = lookup(str(name))
-    endpoints = [Endpoint(base_url=e["base_url"], model=e["model"]) for e in record["endpoints"]]
-    down = {e.base_url: why for e in endpoints if (why := probe(e.base_url)) is not None}
-    if len(down) == len(endpoints):
-        raise MatrixError(f"service {name!r} does not answer ({'; '.join(f'{u}: {w}' for u, w in down.items())}); restart it with `matrix services stop {name}` and `start`")
-    for url, why in down.items():
-        log.warning("service %r: %s is down (%s); the run uses the other endpoints", name, url, why)
-    return ServiceHandle(endpoints=endpoints, info={"service": name, "backend": record["backend"], "reused": True})
+    why = probe(record["base_url"])
+    if why is not None:
+        raise MatrixError(f"service {name!r} does not answer at {record['base_url']} ({why}); see `matrix services status {name}`")
+    return ServiceHandle(endpoints=[Endpoint(base_url=record["base_url"], model=record["model"])],
+                         info={"service": name, "serve_app": name, "backend": record["backend"], "reused": True, "owned": False})

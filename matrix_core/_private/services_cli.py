@@ -1,14 +1,16 @@
-"""``matrix services``: long-lived LLM services on a Ray cluster, shared by many runs.
+"""``matrix services``: long-lived LLM deployments on a Ray cluster, shared by many runs.
 
-``start`` composes the ``llm`` config group, starts the backend with ``detached: true`` and
-records the service in a detached registry actor; runs attach with
-``llm=service llm.name=NAME``. A backend supports this when its ``start()`` honours
-``detached`` (and the optional ``service_name``) and its handle's ``info`` reports
-``detached: True`` with the ``namespace`` and ``actors`` (names) that ``stop`` kills.
+``start NAME llm=BACKEND ...`` composes the ``llm`` config group and deploys the backend's
+Ray Serve application (``LLMBackendSpec.serve_app``, see :mod:`matrix_core.deployments`) as
+application ``NAME``, at ``/NAME`` on Serve's HTTP proxy; a detached registry actor keeps
+its backend, model and config (for ``scale``). Runs attach with ``llm=service llm.name=NAME``
+or ``llms.ROLE=service:NAME``; a run never stops a service. ``list``, ``status``, ``check``,
+``scale`` and ``stop`` read and change the deployment through Serve.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -33,7 +35,7 @@ class ServiceRegistry:
         # Taken before the servers start, so two concurrent starts of one name cannot both win.
         if name in self._records:
             return False
-        self._records[name] = {"name": name, "status": "starting", "backend": "?", "endpoints": []}
+        self._records[name] = {"name": name, "status": "starting", "backend": "?", "base_url": None, "model": None}
         return True
 
     def put(self, record: dict[str, Any]) -> None:
@@ -68,14 +70,14 @@ def _records() -> list[dict[str, Any]]:
 
 
 def lookup(name: str) -> dict[str, Any]:
-    """The record of service ``name`` on the connected cluster; ConfigError lists the known ones."""
+    """The record of service ``name`` on the connected cluster; ConfigError lists the running ones."""
     records = _records()
     record = next((r for r in records if r["name"] == name), None)
     if record is None:
-        known = ", ".join(r["name"] for r in records) or "none"
+        known = ", ".join(f"{r['name']} ({r['backend']})" for r in records) or "none"
         raise ConfigError(
-            f"unknown service {name!r}; known on this Ray cluster: {known} "
-            f"(start one with `matrix services start NAME llm=BACKEND`; join its cluster with --address)"
+            f"unknown service {name!r}; running on this Ray cluster: {known} "
+            f"(start one with `matrix services start NAME llm=BACKEND`; join its cluster with --address or --cluster)"
         )
     if record["status"] != "running":
         raise ConfigError(f"service {name!r} is still starting; try again in a moment")
@@ -106,13 +108,19 @@ def _cluster(address: str | None, cluster: str | None = None) -> Iterator[None]:
             ray.shutdown()
 
 
+def _quiet_driver_logs() -> None:
+    # Serve's actors log to the driver that created them; a command prints its own lines.
+    os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
+
+
 def compose_llm(overrides: Sequence[str]) -> dict[str, Any]:
-    """The ``llm`` group composed alone: ``llm=BACKEND`` plus ``llm.key=value`` overrides."""
+    """The ``llm`` group composed alone over the typed defaults (``llm.client``, ``llm.deployment``):
+    ``llm=BACKEND`` plus ``llm.key=value`` overrides."""
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..config import CONFIG_MODULE, one_line, to_plain
+    from ..config import CONFIG_MODULE, one_line, register_nodes
 
     args = []
     for override in overrides:
@@ -123,12 +131,18 @@ def compose_llm(overrides: Sequence[str]) -> dict[str, Any]:
         args.append("+" + override if override.startswith("llm=") else override)
     if not any(a.startswith("+llm=") for a in args):
         raise ConfigError("name the backend: matrix services start NAME llm=BACKEND [llm.key=value ...]")
+    register_nodes()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=None, overrides=args)
+            cfg = compose(config_name="matrix_options", overrides=args)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(one_line(exc).replace("In '_dummy_empty_config_': ", "")) from None
-    return to_plain(cfg)["llm"]
+        raise ConfigError(one_line(exc).replace("In 'matrix_options': ", "")) from None
+    from omegaconf import OmegaConf
+
+    try:  # the llm subtree only: the other typed defaults interpolate a workflow there is none of
+        return OmegaConf.to_container(cfg.llm, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"llm: {one_line(exc)}") from None
 
 
 def probe(base_url: str, timeout: float = 3.0) -> str | None:
@@ -137,17 +151,71 @@ def probe(base_url: str, timeout: float = 3.0) -> str | None:
 
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
-        response = httpx.get(root + "/health", timeout=timeout)
+        response = httpx.get(root + "/health", timeout=timeout, trust_env=False)
         if response.status_code != 200:  # not every server has /health
-            response = httpx.get(base_url.rstrip("/") + "/models", timeout=timeout)
+            response = httpx.get(base_url.rstrip("/") + "/models", timeout=timeout, trust_env=False)
     except httpx.HTTPError as exc:
         return f"unreachable ({type(exc).__name__})"
     return None if response.status_code == 200 else f"HTTP {response.status_code}"
 
 
+
+
+def _serving():
+    from . import serving
+
+    return serving
+
+
+def _backend(name: str):
+    from ..plugins import get_plugin_host
+
+    return get_plugin_host().get("llm_backend", str(name))
+
+
+def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Services (and deployments of runs) with what Serve says of them now."""
+    apps = _serving().describe()
+    rows = []
+    for record in records:
+        app = apps.pop(record["name"], None)
+        rows.append(_row(record, app))
+    for name, app in sorted(apps.items()):  # a run's own deployment, or one made outside matrix
+        rows.append(_row({"name": name, "backend": "(run)" if name.startswith(_serving().PER_RUN_PREFIX) else "?", "model": None,
+                          "base_url": None, "status": "running"}, app))
+    return rows
+
+
+def _row(record: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
+    row = {k: v for k, v in record.items() if k != "config"}
+    if record.get("config") is not None:
+        from .driver import redact
+
+        row["config"] = redact(record["config"])
+    if app is None:
+        row.update(health="starting" if record.get("status") == "starting" else "missing", wanted=0, running=0, replicas=[])
+        return row
+    ds = list(app["deployments"].values())
+    row.update(
+        health={"RUNNING": "healthy"}.get(app["status"], app["status"].lower()),
+        serve_status=app["status"], message=app["message"] or "; ".join(d["message"] for d in ds if d["message"]),
+        wanted=sum(d["target"] or 0 for d in ds), running=sum(d["running"] for d in ds),
+        min_replicas=sum(d["min_replicas"] or 0 for d in ds) if all(d["min_replicas"] is not None for d in ds) else None,
+        max_replicas=sum(d["max_replicas"] or 0 for d in ds) if all(d["max_replicas"] is not None for d in ds) else None,
+        replicas=[r for d in ds for r in d["replicas"]],
+    )
+    return row
+
+
+def _unknown(name: str, records: list[dict[str, Any]]) -> ConfigError:
+    known = ", ".join(f"{r['name']} ({r['backend']})" for r in records) or "none"
+    return ConfigError(f"unknown service {name!r}; running on this Ray cluster: {known}")
+
+
 @click.group("services")
 def services_group() -> None:
-    """Long-lived LLM services on a Ray cluster; runs use one with llm=service llm.name=NAME."""
+    """Long-lived LLM deployments (Ray Serve) on a Ray cluster; runs use one with llm=service llm.name=NAME."""
+    _quiet_driver_logs()
 
 
 @services_group.command("start", context_settings={"ignore_unknown_options": True})
@@ -156,36 +224,36 @@ def services_group() -> None:
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
 @click.option("--cluster", help=CLUSTER_HELP)
 def start_command(name: str, overrides: Sequence[str], address: str | None, cluster: str | None) -> None:
-    """Start service NAME from the llm config group: llm=BACKEND [llm.key=value ...]."""
+    """Deploy service NAME: llm=BACKEND [llm.key=value ...] [llm.deployment.min_replicas=1 llm.deployment.max_replicas=4 ...]."""
     import ray
-
-    from ..plugins import get_plugin_host
-    from .driver import redact
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"service name {name!r}: use letters, digits, '_', '.', '-'")
+    serving = _serving()
+    if name.startswith(serving.PER_RUN_PREFIX):
+        raise ConfigError(f"service name {name!r}: names starting with {serving.PER_RUN_PREFIX!r} are kept for the deployments of runs")
     llm = compose_llm(overrides)
-    backend = llm.get("backend")
-    spec = get_plugin_host().get("llm_backend", str(backend))
+    backend = str(llm.get("backend"))
+    spec = _backend(backend)
+    if spec.serve_app is None:
+        raise ConfigError(f"llm backend {backend!r} cannot run as a service (it has no Ray Serve deployment); "
+                          f"use it in the run itself: matrix run WORKFLOW llm={backend} ...")
+    options = serving.deployment_options(llm, name)
     with _cluster(address, cluster):
         reg = registry(create=True)
         if not ray.get(reg.reserve.remote(name)):
             raise ConfigError(f"service {name!r} already exists; stop it first: matrix services stop {name}")
         try:
-            handle = spec.start({**llm, "detached": True, "service_name": name})
-            if not handle.info.get("detached"):
-                handle.stop()
-                raise ConfigError(f"llm backend {backend!r} cannot run as a service: its start() does not honour llm.detached")
+            handle = serving.deploy(spec, llm, options, owned=False)
         except BaseException:
             ray.get(reg.remove.remote(name))
             raise
-        endpoints = [{"base_url": e.base_url, "model": e.model} for e in handle.endpoints]
+        endpoint = handle.endpoints[0]
         ray.get(reg.put.remote({
-            "name": name, "backend": backend, "status": "running", "endpoints": endpoints,
-            "namespace": handle.info.get("namespace", NAMESPACE), "actors": list(handle.info.get("actors") or []),
-            "config": redact({k: v for k, v in llm.items() if k != "client"}), "started": time.time(),
+            "name": name, "backend": backend, "status": "running", "base_url": endpoint.base_url, "model": endpoint.model,
+            "config": llm, "started": time.time(),
         }))
-    click.echo(f"service {name} started ({backend}): {', '.join(e['base_url'] for e in endpoints)}")
+    click.echo(f"service {name} started ({backend}, model {endpoint.model}, replicas {options.min_replicas}..{options.max_replicas}): {endpoint.base_url}")
 
 
 @services_group.command("list")
@@ -193,26 +261,97 @@ def start_command(name: str, overrides: Sequence[str], address: str | None, clus
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
 @click.option("--cluster", help=CLUSTER_HELP)
 def list_command(as_json: bool, address: str | None, cluster: str | None) -> None:
-    """Services on the cluster, with the health of each endpoint."""
+    """Services on the cluster: replicas wanted/running, health, endpoint, model."""
     with _cluster(address, cluster):
-        records = _records()
-    for record in records:
-        for endpoint in record["endpoints"]:
-            problem = probe(endpoint["base_url"])
-            endpoint["healthy"], endpoint["detail"] = problem is None, problem or "ok"
-        record["healthy"] = bool(record["endpoints"]) and all(e["healthy"] for e in record["endpoints"])
+        rows = _rows(_records())
     if as_json:
-        click.echo(json.dumps(records, indent=2))
+        click.echo(json.dumps(rows, indent=2, default=str))
         return
-    if not records:
+    if not rows:
         click.echo("no services on this cluster (start one: matrix services start NAME llm=BACKEND)")
         return
-    click.echo(f"{'NAME':<16} {'BACKEND':<10} {'HEALTH':<12} ENDPOINTS")
-    for r in records:
-        up = sum(e["healthy"] for e in r["endpoints"])
-        health = r["status"] if r["status"] != "running" else ("healthy" if r["healthy"] else f"down {len(r['endpoints']) - up}/{len(r['endpoints'])}")
-        endpoints = ", ".join(f"{e['base_url']} ({e['model']}{'' if e['healthy'] else ', ' + e['detail']})" for e in r["endpoints"])
-        click.echo(f"{r['name']:<16} {r['backend']:<10} {health:<12} {endpoints}")
+    click.echo(f"{'NAME':<20} {'BACKEND':<10} {'REPLICAS':<12} {'HEALTH':<14} {'MODEL':<24} ENDPOINT")
+    for r in rows:
+        bounds = f" ({r['min_replicas']}-{r['max_replicas']})" if r.get("max_replicas") is not None else ""
+        replicas = f"{r['running']}/{r['wanted']}{bounds}"
+        click.echo(f"{r['name']:<20} {r['backend']:<10} {replicas:<12} {r['health']:<14} "
+                   f"{str(r.get('model') or '-'):<24} {r.get('base_url') or '-'}")
+
+
+@services_group.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
+@click.option("--cluster", help=CLUSTER_HELP)
+def status_command(name: str, as_json: bool, address: str | None, cluster: str | None) -> None:
+    """One service in detail: Serve's status and message, each replica, autoscaling bounds, config."""
+    with _cluster(address, cluster):
+        records = _records()
+        record = next((r for r in records if r["name"] == name), None)
+        if record is None:
+            raise _unknown(name, records)
+        [row] = _rows([record])[:1]
+    if as_json:
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    click.echo(f"service {name}: {row['health']} ({row['backend']}, model {row.get('model')})")
+    click.echo(f"  endpoint  {row.get('base_url')}")
+    click.echo(f"  replicas  {row['running']} running, {row['wanted']} wanted, autoscaling {row.get('min_replicas')}..{row.get('max_replicas')}")
+    for r in row["replicas"]:
+        click.echo(f"    {r['state']:<10} pid {r['pid']} on {r['node_ip']}")
+    if row.get("message"):
+        click.echo(f"  message   {row['message']}")
+    click.echo(f"  started   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row.get('started') or 0))}")
+
+
+@services_group.command("check")
+@click.argument("name")
+@click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
+@click.option("--cluster", help=CLUSTER_HELP)
+def check_command(name: str, address: str | None, cluster: str | None) -> None:
+    """Real calls to service NAME: a chat, a tool call, a JSON-schema answer; each pass/fail with latency."""
+    from .service_check import run_checks
+
+    with _cluster(address, cluster):
+        record = lookup(name)
+    results = run_checks(record)
+    for r in results:
+        click.echo(f"{ {True: 'PASS', False: 'FAIL', None: 'SKIP'}[r['ok']]}  {r['check']:<12} {r['latency_s']:7.2f}s  {r['detail']}")
+    if any(r["ok"] is False for r in results):
+        raise SystemExit(1)
+
+
+@services_group.command("scale")
+@click.argument("name")
+@click.argument("bounds", nargs=-1)
+@click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
+@click.option("--cluster", help=CLUSTER_HELP)
+def scale_command(name: str, bounds: Sequence[str], address: str | None, cluster: str | None) -> None:
+    """Change NAME's autoscaling bounds: min=N max=N [target=N] (Serve resizes in place)."""
+    import ray
+
+    keys = {"min": "min_replicas", "max": "max_replicas", "target": "target_ongoing_requests"}
+    changes: dict[str, Any] = {}
+    for item in bounds:
+        key, sep, value = item.partition("=")
+        if not sep or key not in keys:
+            raise ConfigError(f"matrix services scale {name}: {item!r} is not min=N, max=N or target=N")
+        changes[keys[key]] = value
+    if not changes:
+        raise ConfigError(f"matrix services scale {name}: give min=N and/or max=N (target=N: ongoing requests per replica)")
+    serving = _serving()
+    with _cluster(address, cluster):
+        records = _records()
+        record = next((r for r in records if r["name"] == name), None)
+        if record is None:
+            raise _unknown(name, records)
+        config = dict(record["config"])
+        config["deployment"] = {**(config.get("deployment") or {}), **changes}
+        config.pop("replicas", None)  # the bounds given win over a fixed count
+        options = serving.deployment_options(config, name)
+        serving.redeploy(_backend(record["backend"]), config, options)
+        ray.get(registry().put.remote({**record, "config": config}))
+    click.echo(f"service {name}: replicas {options.min_replicas}..{options.max_replicas}, target {options.target_ongoing_requests:g} ongoing requests each")
 
 
 @services_group.command("stop")
@@ -220,19 +359,13 @@ def list_command(as_json: bool, address: str | None, cluster: str | None) -> Non
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
 @click.option("--cluster", help=CLUSTER_HELP)
 def stop_command(name: str, address: str | None, cluster: str | None) -> None:
-    """Stop service NAME: kill its actors and forget it."""
+    """Stop service NAME: delete its Serve application (every replica and engine) and forget it."""
     import ray
 
     with _cluster(address, cluster):
-        records = {r["name"]: r for r in _records()}
-        if name not in records:
-            raise ConfigError(f"unknown service {name!r}; known on this Ray cluster: {', '.join(records) or 'none'}")
-        record = records[name]
-        for actor in record.get("actors") or []:
-            try:
-                ray.kill(ray.get_actor(actor, namespace=record.get("namespace") or NAMESPACE))
-            except ValueError:  # already gone (crashed)
-                pass
-        reg = registry()
-        ray.get(reg.remove.remote(name))
+        records = _records()
+        if name not in {r["name"] for r in records}:
+            raise _unknown(name, records)
+        _serving().delete(name)
+        ray.get(registry().remove.remote(name))
     click.echo(f"service {name} stopped")

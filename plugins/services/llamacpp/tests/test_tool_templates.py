@@ -44,7 +44,7 @@ def probed_mode(endpoints) -> str:
 def test_tools_reach_the_prompt_only_with_a_template_that_renders_them(matrix_ray, template, renders_tools):
     handle = plugin.start_llamacpp({"port": 0, "n_parallel": 1, "ctx_size": 2048, "chat_template": template})
     try:
-        base = handle.info["base_url"][: -len("/v1")]
+        base = handle.endpoints[0].base_url[: -len("/v1")]  # through Serve's proxy: every path reaches llama.cpp
         caps = str(httpx.get(base + "/props", timeout=30).json()["chat_template_caps"])
         assert ("'supports_tools': True" in caps) is renders_tools
         # The GGUF's template never mentions tools: llama.cpp drops them from the prompt, silently.

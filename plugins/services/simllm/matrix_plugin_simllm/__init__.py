@@ -2,32 +2,27 @@
 benchmarks and fault tests: real HTTP on 127.0.0.1, no model. See ``engine`` for the
 capacity model and ``conf/llm/simllm.yaml`` for the settings.
 
-Each replica is a Ray actor (``num_cpus=0``) serving one port. With ``detached: true``
-(set by ``matrix services start``) the actors are detached and named in namespace
-``matrix-services`` so they outlive the driver; the handle's ``info`` then lists them
-(``detached``, ``namespace``, ``actors``) for whoever stops them later.
+A Ray Serve deployment (``llm=simllm`` in a run, or ``matrix services start NAME
+llm=simllm``): each replica runs one simulated engine in-process and answers Serve's proxy;
+``engine_url()`` on a replica opens its own HTTP server (the direct path, for measurements).
 """
 from __future__ import annotations
 
-import copy
 import logging
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-from matrix_core import ConfigDirSpec, ConfigError, Endpoint, LLMBackendSpec, MatrixError, ServiceHandle, hookimpl
+from matrix_core import ConfigDirSpec, ConfigError, DeploymentOptions, LLMBackendSpec, ServiceHandle, hookimpl
+from matrix_core.deployments import serve_options
 from matrix_core.specs import backend_defaults
 
 log = logging.getLogger("matrix.simllm")
 
 CONF_DIR = Path(__file__).parent / "conf"
-NAMESPACE = "matrix"
-SERVICES_NAMESPACE = "matrix-services"
 # Keys the caller may add beyond the yaml: `service_name` names a detached service's actors.
-EXTRA_KEYS = {"client", "service_name"}
+EXTRA_KEYS = {"client", "service_name", "deployment", "detached"}
 DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
-WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 def defaults() -> dict[str, Any]:
@@ -61,7 +56,6 @@ def _validate(s: dict[str, Any]) -> None:
         s[key] = int(s[key])
     for key in ("prefill_tps", "decode_tps_single", "decode_alpha", "time_scale", "tick_ms", "startup_timeout_s"):
         s[key] = float(s[key])
-    s["detached"] = bool(s["detached"])
     s["model"], s["host"] = str(s["model"]), str(s["host"])
     if s["reasoning_tokens"] < 0:
         raise ValueError("reasoning_tokens must be >= 0")
@@ -87,85 +81,39 @@ def _validate(s: dict[str, Any]) -> None:
         raise ValueError("faults.retry_after_s must be >= 0")
 
 
-def _cause(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines or [type(exc).__name__])[-1]
+def build_app(cfg: Mapping[str, Any], options: DeploymentOptions):
+    """The Serve application: one :class:`~.server.SimLLMDeployment` (the contract:
+    :mod:`matrix_core.deployments`); ``llm.replicas`` is its replica count unless
+    ``llm.deployment`` sets min/max."""
+    s = settings(cfg)
+    from ray import serve
 
+    from .server import SimLLMDeployment
 
-def _wait_closed(urls: list[str], timeout: float = 10.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    for url in urls:
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(url[: -len("/v1")] + "/health", timeout=1.0)
-            except httpx.ConnectError:
-                break
-            except httpx.HTTPError:  # reset or timed out: the process is going down
-                pass
-            time.sleep(0.1)
+    # Up to 4x the batch per replica: the engine's own queue is exercised, as on a real server.
+    deployment = serve.deployment(SimLLMDeployment, name="simllm").options(
+        **serve_options(options, max_ongoing_requests=4 * s["max_num_seqs"]))
+    return deployment.bind(s)
 
 
 def start_simllm(cfg: Mapping[str, Any]) -> ServiceHandle:
-    s = settings(cfg)
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    """Deploy simulated servers for the caller (Ray initialised); ``stop()`` removes them."""
+    from matrix_core._private.serving import deploy, deployment_options
 
-    from .server import SimLLMReplica
+    section = {**defaults(), **cfg}
+    section["deployment"] = {**(defaults().get("deployment") or {}), **(cfg.get("deployment") or {})}
+    handle = deploy(SPEC, section, deployment_options(section, f"simllm-{uuid.uuid4().hex[:8]}"), owned=True)
+    handle.info["simulated"] = True
+    return handle
 
-    namespace = SERVICES_NAMESPACE if s["detached"] else NAMESPACE
-    prefix = f"simllm-{cfg.get('service_name') or uuid.uuid4().hex[:8]}"
-    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "namespace": namespace}
-    if s["detached"]:
-        options["lifetime"] = "detached"
-    if s["host"] not in WILDCARD_HOSTS:
-        # A loopback (or this host's) address is only reachable from this node.
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    names = [f"{prefix}-{i}" for i in range(s["replicas"])]
-    replica = ray.remote(SimLLMReplica)
-    actors: list = []
-    urls: list[str] = []
 
-    def stop() -> None:
-        for actor in actors:
-            try:
-                ray.kill(actor)
-            except Exception:  # already dead (a crash fault) or Ray is gone
-                pass
-        _wait_closed(urls)  # so a start on the same ports right after does not find them half-closed
-
-    try:
-        for i, name in enumerate(names):
-            actors.append(replica.options(name=name, **options).remote(copy.deepcopy(s), i))
-        ports = [s["port"] + i if s["port"] else 0 for i in range(s["replicas"])]
-        infos = ray.get([a.start.remote(s["host"], p) for a, p in zip(actors, ports)], timeout=s["startup_timeout_s"])
-    except ValueError as exc:  # an actor name is taken
-        stop()
-        raise MatrixError(f"cannot start simllm replicas: {exc}") from None
-    except ray.exceptions.GetTimeoutError:
-        stop()
-        raise MatrixError(f"simllm replicas did not start within {s['startup_timeout_s']:g}s (llm.startup_timeout_s)") from None
-    except ray.exceptions.RayError as exc:
-        stop()
-        raise MatrixError(f"a simllm replica failed to start: {_cause(exc)}") from None
-    failed = [info["error"] for info in infos if "error" in info]
-    if failed:
-        stop()
-        raise MatrixError(f"simllm: {failed[0]}; set llm.port to free ports, or 0")
-    # A wildcard bind is advertised by the node's address, so other nodes can reach it.
-    urls += [f"http://{info['ip'] if s['host'] in WILDCARD_HOSTS else s['host']}:{info['port']}/v1" for info in infos]
-    log.info("simllm: %d simulated replica(s) at %s (time_scale %g)", len(urls), ", ".join(urls), s["time_scale"])
-    return ServiceHandle(
-        endpoints=[Endpoint(base_url=u, model=s["model"]) for u in urls],
-        stop=stop,
-        info={"simulated": True, "detached": s["detached"], "namespace": namespace, "actors": names, "base_urls": urls},
-    )
+SPEC = LLMBackendSpec("simllm", description="simulated OpenAI-compatible servers: capacity model, fault injection (a Ray Serve deployment)",
+                      serve_app=build_app)
 
 
 @hookimpl
 def register_llm_backends(register):
-    register(LLMBackendSpec("simllm", start_simllm, "simulated OpenAI-compatible servers: capacity model, fault injection"))
+    register(SPEC)
 
 
 @hookimpl

@@ -19,15 +19,15 @@ from matrix_core import MatrixError
 from . import defaults, settings
 from .server import SimServer
 
-SKIP = {"backend", "detached", "startup_timeout_s"}
+SKIP = {"backend", "startup_timeout_s", "deployment"}
 
 
 def _flags(tree: dict[str, Any], prefix: tuple[str, ...] = ()):
     for key, value in tree.items():
+        if not prefix and key in SKIP:
+            continue
         if isinstance(value, dict):
             yield from _flags(value, (*prefix, key))
-        elif not prefix and key in SKIP:
-            continue
         else:
             yield (*prefix, key), value
 

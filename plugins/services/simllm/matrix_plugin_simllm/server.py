@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
+from matrix_core.deployments import OpenAIIngress
+
 from .engine import Engine, filler, filler_offset, prompt_tokens, sample_length
 from .outputs import check_request, reply_json, token_logprobs
 
@@ -30,8 +32,8 @@ def _crash(index: int, received: int) -> None:
     os._exit(CRASH_EXIT_CODE)  # no cleanup on purpose: the process dies as a crashed server would
 
 
-def _error(status: int, message: str, kind: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status, headers=headers)
+def _err(status: int, message: str, kind: str, headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return status, {"error": {"message": message, "type": kind, "code": status}}, dict(headers or {})
 
 
 class SimServer:
@@ -93,7 +95,13 @@ class SimServer:
         try:
             body = await request.json()
         except ValueError:
-            return self._bad(400, "the body is not JSON")
+            status, payload, headers = self._bad(400, "the body is not JSON")
+        else:
+            status, payload, headers = await self.complete(body)
+        return web.json_response(payload, status=status, headers=headers)
+
+    async def complete(self, body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """One chat request: ``(status, json body, headers)`` (the HTTP route and a Serve replica share it)."""
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             return self._bad(400, "'messages' must be a non-empty list")
         if body.get("stream"):
@@ -118,10 +126,10 @@ class SimServer:
             elif fault == "429":
                 self.outcomes["429"] += 1
                 retry = f"{float(self.faults.get('retry_after_s') or 0):g}"
-                return _error(429, "simulated rate limit (simllm fault injection)", "rate_limit_error", {"Retry-After": retry})
+                return _err(429, "simulated rate limit (simllm fault injection)", "rate_limit_error", {"Retry-After": retry})
             elif fault == "500":
                 self.outcomes["500"] += 1
-                return _error(500, "simulated internal error (simllm fault injection)", "server_error")
+                return _err(500, "simulated internal error (simllm fault injection)", "server_error")
             elif fault == "timeout":
                 return await self._hang()
 
@@ -136,7 +144,7 @@ class SimServer:
             raise
         self.outcomes["ok"] += 1
         seq = seqs[0]
-        return web.json_response(
+        return 200, (
             {
                 "id": f"chatcmpl-simllm-{self.index}-{self.received}",
                 "object": "chat.completion",
@@ -148,7 +156,7 @@ class SimServer:
                 # Simulated seconds; not part of the OpenAI schema (clients ignore extra keys).
                 "simllm": {"replica": self.index, **seq.timings()},
             }
-        )
+        ), {}
 
     def _choice(self, index: int, body: Mapping[str, Any], length: int, offset: int, cap: int | None) -> dict[str, Any]:
         n = min(length, cap) if cap else length
@@ -159,7 +167,7 @@ class SimServer:
         logprobs = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0), self.rng)} if body.get("logprobs") else None
         return {"index": index, "message": message, "finish_reason": "length" if cap and length > cap else "stop", "logprobs": logprobs}
 
-    async def _hang(self) -> web.Response:
+    async def _hang(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         self.hanging += 1
         try:
             await asyncio.sleep(24 * 3600)
@@ -168,14 +176,17 @@ class SimServer:
             raise
         finally:
             self.hanging -= 1
-        return _error(504, "simulated hang ended", "timeout")
+        return _err(504, "simulated hang ended", "timeout")
 
-    def _bad(self, status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
+    def _bad(self, status: int, message: str, kind: str = "invalid_request_error") -> tuple[int, dict[str, Any], dict[str, str]]:
         self.outcomes[str(status)] += 1
-        return _error(status, message, kind)
+        return _err(status, message, kind)
+
+    def models_json(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": FINGERPRINT}]}
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": FINGERPRINT}]})
+        return web.json_response(self.models_json())
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "simulated": True, "replica": self.index, "model": self.model})
@@ -238,3 +249,38 @@ class SimLLMReplica:
                 "max_num_seqs": e.max_num_seqs, "time_scale": e.time_scale, "simulated_s": e.now() if e._task else 0.0,
                 "slot_seconds": e.slot_seconds, "latency_sum_s": e.latency_sum,
                 "prompt_tokens": e.prompt_total, "generated_tokens": e.generated_total}
+
+
+class SimLLMDeployment(OpenAIIngress):
+    """A Ray Serve replica: one :class:`SimServer` engine answering the proxy's requests
+    in-process. Its own HTTP server (the direct path) starts on the first ``engine_url()``."""
+
+    def __init__(self, settings: Mapping[str, Any]):
+        from ray import serve
+
+        # The replica's rank seeds its draws, as the index of an actor replica does.
+        rank = getattr(serve.get_replica_context(), "rank", 0)
+        rank = getattr(rank, "rank", rank)
+        self._server = SimServer(settings, rank if isinstance(rank, int) else 0)
+        self._url: str | None = None
+
+    async def call(self, method: str, path: str, body: Any) -> tuple:
+        self._server.engine.start()  # on the loop that serves requests; idempotent
+        if path == "/v1/chat/completions" and method == "POST":
+            return await self._server.complete(body)
+        if path == "/v1/models":
+            return 200, self._server.models_json()
+        if path in ("/health", "/"):
+            return 200, {"status": "ok", "simulated": True, "replica": self._server.index, "model": self._server.model}
+        return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found", "code": 404}}
+
+    async def engine_url(self) -> str:
+        if self._url is None:
+            host = str(self._server.s["host"])
+            port = await self._server.start(host, 0)
+            self._url = f"http://{host}:{port}/v1"
+        return self._url
+
+    async def stats(self) -> dict[str, Any]:
+        e = self._server.engine
+        return {"replica": self._server.index, "received": self._server.received, "completed": e.completed}

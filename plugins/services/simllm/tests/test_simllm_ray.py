@@ -1,16 +1,15 @@
-"""Replicas as Ray actors: ports, crash faults, and `matrix run dialogue llm=simllm` end to end."""
+"""Replicas as a Ray Serve deployment: routing, crash faults, and `matrix run dialogue llm=simllm` end to end."""
 from __future__ import annotations
 
 import asyncio
 import json
 
 import httpx
-import pytest
 
 import matrix_core
-from matrix_core import LLMClient, LLMError, task_id_for
+from matrix_core import LLMClient, task_id_for
 from matrix_core.testing import assert_exactly_once, read_records
-from matrix_plugin_simllm import NAMESPACE, start_simllm
+from matrix_plugin_simllm import start_simllm
 
 USER = [{"role": "user", "content": "Ask me about volcanoes."}]
 
@@ -35,51 +34,41 @@ def chats(endpoints, n, *, concurrent=True, **kw):
     return asyncio.run(go())
 
 
-def gone(ray, name, namespace=NAMESPACE):
-    """The named replica is dead: its name is released, or its handle reports it died."""
-    try:
-        actor = ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return True
-    try:
-        ray.get(actor.stats.remote(), timeout=20)
-    except ray.exceptions.RayActorError:
-        return True
-    return False
+def test_replicas_behind_serve_answer_and_stop(matrix_ray):
+    from matrix_core._private.serving import app_names
 
-
-def test_replicas_serve_on_their_own_ports_and_stop(matrix_ray):
     handle = start_simllm({"replicas": 2, "time_scale": 50})
+    name = handle.info["serve_app"]
     try:
-        urls = [e.base_url for e in handle.endpoints]
-        assert len(set(urls)) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)
-        assert not handle.info["detached"] and handle.info["simulated"]
-        for name in handle.info["actors"]:
-            assert matrix_ray.get_actor(name, namespace=NAMESPACE)
-        for url in urls:
-            assert httpx.get(url[:-3] + "/health").json()["simulated"] is True
-        replicas = {r.raw["simllm"]["replica"] for r in chats(handle.endpoints, 8)}
-        assert replicas == {0, 1}  # the client spreads load over both
+        [endpoint] = handle.endpoints  # Serve's proxy spreads the calls over the replicas
+        assert endpoint.base_url.endswith(f"/{name}/v1") and handle.info["simulated"] and handle.info["owned"]
+        assert httpx.get(endpoint.base_url[:-3] + "/health", trust_env=False).json()["simulated"] is True
+        replicas = {r.raw["simllm"]["replica"] for r in chats(handle.endpoints, 16)}
+        assert replicas == {0, 1}
     finally:
         handle.stop()
-    assert all(gone(matrix_ray, name) for name in handle.info["actors"])
-    for url in urls:
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(url[:-3] + "/health", timeout=2)
+    assert name not in app_names()
+    assert httpx.get(endpoint.base_url + "/models", trust_env=False).status_code == 404
 
 
-def test_crash_fault_kills_the_actor_and_the_client_fails_over(matrix_ray):
+def test_crash_fault_kills_a_replica_and_the_calls_go_on(matrix_ray):
+    # A crashed replica's request fails at the proxy; the client's retry lands on the other one,
+    # and Serve replaces the dead one.
     handle = start_simllm({"replicas": 2, "time_scale": 50, "faults": {"crash_after": 2}})
     try:
-        # Sequential calls all go to replica 0 (fewest in flight, first on ties); its third
-        # request crashes it, and the client retries on replica 1.
-        results = chats(handle.endpoints, 3, concurrent=False, max_retries=2, backoff_base_s=0.01)
-        assert [r.raw["simllm"]["replica"] for r in results] == [0, 0, 1]
-        assert gone(matrix_ray, handle.info["actors"][0])
-        with pytest.raises(LLMError, match="unreachable"):
-            chats(handle.endpoints[:1], 1)
+        results = chats(handle.endpoints, 6, concurrent=False, max_retries=4, backoff_base_s=0.05)
+        assert len(results) == 6 and all(r.content for r in results)
     finally:
         handle.stop()
+
+
+def test_a_run_removes_its_own_deployment(matrix_ray, tmp_path):
+    from matrix_core._private.serving import PER_RUN_PREFIX, app_names
+
+    out = tmp_path / "d.jsonl"
+    summary = matrix_core.run("dialogue", ["llm=simllm", f"output.path={out}", "run.progress=off", "llm.time_scale=20", "dataset.limit=4"])
+    assert summary.done == 4 and summary.failed == 0
+    assert not [a for a in app_names() if a.startswith(PER_RUN_PREFIX)]
 
 
 def test_dialogue_end_to_end_on_simllm(matrix_ray, tmp_path):
