@@ -1,8 +1,8 @@
 """servepaths: the cost of one LLM call on each path from an agent host to a Serve replica.
 
-One simllm Serve deployment (one replica, ``benchmarks/_serve_paths.py``) is reached from an
-agent-host actor's ``LLMClient`` three ways, all answered by the same engine in the same
-replica:
+One simllm Serve deployment (one replica of ``matrix_plugin_simllm``'s ``SimLLMDeployment``,
+deployed by the core's ``serving.deploy``) is reached from an agent-host actor's ``LLMClient``
+(``benchmarks/_serve_paths.py``) three ways, all answered by the same engine in the same replica:
 
 - ``direct``: HTTP to the replica's own server (the baseline; Serve not on the path);
 - ``proxy``: HTTP through Serve's HTTP proxy (``/NAME/v1``), which routes to the replica;
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import time
 from typing import Any
 
 from ._common import cluster_cpu_s, fmt, spread
 
-APP = "simbench"
 PATHS = ("direct", "proxy", "handle")
 REGIMES = {
     # 16 slots x 64 tokens at 100 tok/s, 1.5x faster than real: ~0.43 s a call, ~37 calls/s,
@@ -42,50 +40,36 @@ REGIMES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _deploy(settings: dict[str, Any], http_port: int) -> str:
+def _deploy(settings: dict[str, Any]):
+    """The simllm deployment, its engine's own URL (the direct path) and Serve's proxy URL."""
+    from matrix_plugin_simllm import start_simllm
     from ray import serve
 
-    from ._serve_paths import SimLLMDeployment
-
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    # No access log: Serve otherwise logs a line per request in the replica (CPU on both Serve paths).
-    deployment = serve.deployment(SimLLMDeployment, name="simllm", num_replicas=1, max_ongoing_requests=100000,
-                                  ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    serve.run(deployment.bind(settings), name=APP, route_prefix=f"/{APP}", blocking=False)
-    handle = serve.get_app_handle(APP)
-    return handle.engine_url.remote().result(timeout_s=120)
+    service = start_simllm({**settings, "replicas": 1})
+    app = service.info["serve_app"]
+    engine_url = serve.get_app_handle(app).engine_url.remote().result(timeout_s=120)
+    return service, app, engine_url
 
 
-def _hosts(engine_url: str, http_port: int, concurrency: int) -> dict[str, Any]:
-    from matrix_core._private.serve_transport import endpoint_url
+def _hosts(app: str, engine_url: str, proxy_url: str, concurrency: int) -> dict[str, Any]:
+    from matrix_core._private.serve_transport import TRANSPORT, endpoint_url
 
     from ._serve_paths import AgentHost
 
-    specs = {
-        "direct": (f"{engine_url}/v1", None),
-        "proxy": (f"http://127.0.0.1:{http_port}/{APP}/v1", None),
-        "handle": (endpoint_url(APP), "matrix_core._private.serve_transport:make_transport"),
-    }
+    specs = {"direct": (engine_url, None), "proxy": (proxy_url, None), "handle": (endpoint_url(app), TRANSPORT)}
     return {path: AgentHost.remote(url, transport, concurrency) for path, (url, transport) in specs.items()}
 
 
 def suite_servepaths(quick: bool, repeats: int) -> dict[str, Any]:
     import ray
-    from ray import serve
 
     calls = {"llm-bound": 100 if quick else 400, "cpu-bound": 200 if quick else 1000}
     rows, raw, load = [], {}, {"start": [round(x, 2) for x in os.getloadavg()]}
-    http_port = _free_port()
     for regime, spec in REGIMES.items():
+        service, hosts = None, {}
         try:
-            engine_url = _deploy(spec["settings"], http_port)
-            hosts = _hosts(engine_url, http_port, spec["concurrency"])
+            service, app, engine_url = _deploy(spec["settings"])
+            hosts = _hosts(app, engine_url, service.endpoints[0].base_url, spec["concurrency"])
             for host in hosts.values():  # warm-up: connections, the handle's replica list, imports
                 ray.get(host.fire.remote(min(100, calls[regime]), spec["max_tokens"]))
             runs: dict[str, list[dict]] = {p: [] for p in PATHS}
@@ -111,10 +95,10 @@ def suite_servepaths(quick: bool, repeats: int) -> dict[str, Any]:
                              "throughput_vs_direct": spread(ratios), "cpu_vs_direct": spread(cpu_ratios)})
             raw[regime] = runs
         finally:
-            for host in list(locals().get("hosts", {}).values()):
+            for host in hosts.values():
                 ray.kill(host)
-            serve.delete(APP)
-    serve.shutdown()
+            if service is not None:
+                service.stop()
     load["end"] = [round(x, 2) for x in os.getloadavg()]
     return {"rows": rows, "repeats": repeats, "load_avg": load, "raw": raw, "regimes": {k: {**v} for k, v in REGIMES.items()}}
 

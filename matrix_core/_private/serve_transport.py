@@ -11,9 +11,11 @@ the application is missing or has no replica, 500 for an error in the replica).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 import httpx
+
+from ..llm import Endpoint, ServiceHandle
 
 SCHEME = "serve"
 TRANSPORT = "matrix_core._private.serve_transport:make_transport"
@@ -22,6 +24,17 @@ TRANSPORT = "matrix_core._private.serve_transport:make_transport"
 def endpoint_url(app_name: str) -> str:
     """The ``base_url`` of an Endpoint that reaches application ``app_name`` by handle."""
     return f"{SCHEME}://{app_name}/v1"
+
+
+def client_endpoints(handle: ServiceHandle, client: Mapping[str, Any] | None) -> list[Endpoint]:
+    """The endpoints a run's agents call for ``handle``. A Ray Serve application (per-run or a
+    service) is reached by ``DeploymentHandle`` unless ``llm.client.serve_path=proxy``: the
+    handle path kept the direct path's throughput at LLM saturation where Serve's HTTP proxy
+    did not, at less CPU per call (``python -m benchmarks run servepaths``, docs/benchmarks.md)."""
+    app = handle.info.get("serve_app")
+    if not app or (client or {}).get("serve_path", "handle") != "handle":
+        return list(handle.endpoints)
+    return [Endpoint(endpoint_url(app), e.model, transport=TRANSPORT) for e in handle.endpoints[:1]]
 
 
 class ServeHandleTransport(httpx.AsyncBaseTransport):
