@@ -120,3 +120,22 @@ def test_gpu_double_build_openai_app(matrix_ray):
     assert model["engine_kwargs"]["tool_call_parser"] == "llama3_json"
     assert model["lora_paths"] == "s3://bucket/adapters"
     assert model["env_vars"]["HF_HOME"] == "/models"
+
+
+def test_composed_config_reserves_tp_gpus_per_replica():
+    """`matrix services start NAME llm=vllm ...` composes llm.deployment.num_gpus from the yaml
+    (tensor_parallel_size); what the core checks the cluster against is what Serve gets."""
+    from matrix_core._private.serving import deployment_options
+    from matrix_core._private.services_cli import compose_llm
+
+    section = compose_llm(["llm=vllm", "llm.model=Qwen/Qwen2.5-7B-Instruct", "llm.tensor_parallel_size=2", "llm.deployment.max_replicas=3"])
+    options = deployment_options(section, "qwen")
+    assert options.replica_demand() == {"CPU": 1.0, "GPU": 2.0}
+    assert (options.min_replicas, options.max_replicas, options.target_ongoing_requests) == (1, 3, 64.0)
+    c = llm_config({k: v for k, v in section.items() if k not in ("client", "deployment")}, options)
+    assert c["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert c["deployment_config"]["autoscaling_config"]["max_replicas"] == 3
+    # Pipeline stages need their GPUs counted too: the mismatch is named with the number to set.
+    section = compose_llm(["llm=vllm", "llm.model=m", "llm.tensor_parallel_size=2", "llm.pipeline_parallel_size=2"])
+    with pytest.raises(ConfigError, match="set llm.deployment.num_gpus=4"):
+        llm_config({k: v for k, v in section.items() if k not in ("client", "deployment")}, deployment_options(section, "m"))
