@@ -37,3 +37,15 @@ def test_llm_client_over_a_deployment_handle(matrix_ray):
 def test_missing_application_is_a_readable_503(matrix_ray):
     with pytest.raises(LLMError, match="Serve application 'no-such-app' is not available"):
         chat(Endpoint(endpoint_url("no-such-app"), "m", transport=TRANSPORT), max_retries=0)
+
+
+def test_runs_use_the_handle_path_unless_told_proxy():
+    from matrix_core import ServiceHandle
+    from matrix_core._private.serve_transport import client_endpoints
+
+    proxy = Endpoint("http://10.0.0.1:8123/svc/v1", "qwen")
+    served = ServiceHandle([proxy], info={"serve_app": "svc"})
+    assert client_endpoints(served, None) == [Endpoint("serve://svc/v1", "qwen", transport=TRANSPORT)]
+    assert client_endpoints(served, {"serve_path": "proxy"}) == [proxy]
+    attached = ServiceHandle([Endpoint("http://gpu1:8000/v1", "m")])  # not a Serve application
+    assert client_endpoints(attached, None) == attached.endpoints
