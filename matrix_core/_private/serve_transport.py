@@ -11,6 +11,7 @@ the application is missing or has no replica, 500 for an error in the replica).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Mapping
 
 import httpx
@@ -44,8 +45,12 @@ class ServeHandleTransport(httpx.AsyncBaseTransport):
     def _handle(self, app_name: str):
         handle = self._handles.get(app_name)
         if handle is None:
+            import ray
             from ray import serve
 
+            if ray.get_runtime_context().get_actor_id() is not None:
+                # In an agent host: Serve's router logs its start at INFO to the run's terminal.
+                logging.getLogger("ray.serve").setLevel(logging.WARNING)
             handle = self._handles[app_name] = serve.get_app_handle(app_name)
         return handle
 
