@@ -73,8 +73,6 @@ def test_two_servers_as_two_resources_each_role_calls_only_its_own(matrix_ray, t
 
 def test_tau2_user_simulator_and_assistant_on_separate_resources(matrix_ray, tmp_path):
     """The user simulator on a simllm server the run starts (and stops), the assistant on the fake."""
-    import ray
-
     out = tmp_path / "t.jsonl"
     summary = matrix_core.run("tau2", [
         "llm=fake", "+llm@llms.user=simllm", "llms.user.model=user-sim", "llms.user.time_scale=100",
@@ -93,8 +91,10 @@ def test_tau2_user_simulator_and_assistant_on_separate_resources(matrix_ray, tmp
     assert llm["resources"]["user"]["backend"] == "simllm" and llm["resources"]["user"]["roles"] == ["user"]
     assert llm["resources"][DEFAULT]["roles"] == ["assistant", "evaluator"]  # assistant and judge default to one
     assert llm["roles"]["user"]["calls"] == sum(t["agent"] == "user" and bool(t.get("usage")) for r in records for t in r["history"])
-    # The run started the user simulator's server and stopped it.
-    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("simllm-")]
+    # The run deployed the user simulator (a Serve application of its own) and deleted it.
+    from matrix_core._private.serving import PER_RUN_PREFIX, app_names
+
+    assert not [a for a in app_names() if a.startswith(PER_RUN_PREFIX)]
 
 
 # --- checked before anything starts -------------------------------------------------------
@@ -119,7 +119,15 @@ def test_aliases_share_one_resource_and_unused_ones_are_not_planned():
     assert res.role_llm["filter"] == "small" and res.used == [DEFAULT, "small"]
 
 
+def test_a_resource_attaches_to_a_service_by_name():
+    res = _plan("dialogue", ["llm=fake", "+llms.teacher=service:smol", "agents.answerer.llm=teacher"])
+    assert res.used == [DEFAULT, "teacher"] and res.roles_of("teacher") == ["answerer"]
+    section = res.configs["teacher"]
+    assert (section["backend"], section["name"]) == ("service", "smol") and section["client"]["tool_calling"] == "auto"
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (["llm=fake", "+llms.teacher=service:", "agents.answerer.llm=teacher"], "llms.teacher=service: names no service"),
     (["llm=fake", "agents.answerer.llm=judge"], "agents.answerer.llm: role 'answerer' names LLM resource 'judge', which is not defined; defined: default"),
     (["llm=fake", "+llms.big.backend=nope", "agents.answerer.llm=big"], "llms.big.backend: unknown LLM backend 'nope' for resource 'big'"),
     (["llm=simllm", "llm.port=8700", "+llm@llms.big=simllm", "llms.big.port=8700", "agents.answerer.llm=big"],

@@ -13,8 +13,14 @@ import pytest
 from matrix_core.testing import ThrowawayRayHead, assert_exactly_once, read_records
 
 llamacpp = pytest.importorskip("matrix_plugin_llamacpp")
-pytestmark = [pytest.mark.slow, pytest.mark.llm,
-              pytest.mark.skipif(llamacpp._bundled_model_dir() is None, reason=f"model not installed: {llamacpp.INSTALL}")]
+
+
+def needs_cluster(test):
+    """A test on the module's throwaway cluster with the embedded model."""
+    for mark in (pytest.mark.slow, pytest.mark.llm,
+                 pytest.mark.skipif(llamacpp._bundled_model_dir() is None, reason=f"model not installed: {llamacpp.INSTALL}")):
+        test = mark(test)
+    return test
 
 # Small replicas (2 cores on CI): 2 slots, 1 thread; Serve's autoscaler reacts within seconds.
 SMALL = ["llm=llamacpp", "llm.threads=1", "llm.n_parallel=2", "llm.ctx_size=1024"]
@@ -34,17 +40,42 @@ def one_error_line(proc):
     return lines[0]
 
 
+def _up(head, env, address) -> bool:
+    """The head accepts clients (False: it exited; on a loaded box Ray gives its node 30 s to come up)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and head.head.poll() is None:
+        if matrix("services", "list", "--address", address, env=env).returncode == 0:
+            return True
+        time.sleep(2)
+    return False
+
+
+def _end(head) -> None:
+    try:
+        head.__exit__(None, None, None)
+    except ProcessLookupError:  # it had exited on its own
+        pass
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """(env, address) of a head node this module owns (4 logical CPUs: two runs' agent hosts)."""
-    with ThrowawayRayHead(num_cpus=4) as (env, address):
-        for _ in range(60):  # the head takes a few seconds to accept clients
-            proc = matrix("services", "list", "--address", address, env=env)
-            if proc.returncode == 0:
+    for _ in range(3):
+        head = ThrowawayRayHead(num_cpus=4)
+        env, address = head.__enter__()
+        try:
+            if _up(head, env, address):
                 break
-            time.sleep(2)
-        assert proc.returncode == 0, proc.stderr
+        except BaseException:
+            _end(head)
+            raise
+        _end(head)
+    else:
+        pytest.fail("the throwaway Ray head did not come up in three tries")
+    try:
         yield env, address
+    finally:
+        _end(head)
 
 
 def status(name, env, address):
@@ -69,6 +100,7 @@ async def _load(url: str, model: str, stop: asyncio.Event, concurrency: int = 6)
     return done
 
 
+@needs_cluster
 def test_llamacpp_service_autoscales_up_under_load_and_back_down(cluster):
     env, address = cluster
     proc = matrix("services", "start", "smol", *SMALL, *AUTOSCALE, "--address", address, env=env)
@@ -134,6 +166,7 @@ def topic_ids(limit):
     return [task_id_for(json.loads(line)["id"], 0) for line in lines if line.strip()][:limit]
 
 
+@needs_cluster
 def test_two_runs_share_one_deployment_at_once(cluster, tmp_path):
     env, address = cluster
     proc = matrix("services", "start", "shared", *SMALL, "--address", address, env=env)
@@ -163,6 +196,7 @@ def test_two_runs_share_one_deployment_at_once(cluster, tmp_path):
     assert "no services" in matrix("services", "list", "--address", address, env=env).stdout
 
 
+@needs_cluster
 def test_bad_service_commands_are_one_clear_line(cluster, tmp_path):
     env, address = cluster
     assert "unknown service 'ghost'; running on this Ray cluster: none" in one_error_line(
@@ -173,7 +207,6 @@ def test_bad_service_commands_are_one_clear_line(cluster, tmp_path):
     bogus.write_bytes(b"GGUF but not a model" * 64)
     line = one_error_line(matrix("services", "start", "broken", *SMALL, f"llm.model_path={bogus}", "--address", address, env=env))
     assert "deployment 'broken' failed" in line and "engine log:" in line and "llama" in line.split("engine log:")[1].lower()
-    assert "cannot run as a service" in one_error_line(matrix("services", "start", "f", "llm=fake", "--address", address, env=env))
 
     assert matrix("services", "start", "sim1", "llm=simllm", "llm.time_scale=50", "--address", address, env=env).returncode == 0
     assert "service 'sim1' already exists" in one_error_line(matrix("services", "start", "sim1", "llm=simllm", "--address", address, env=env))
@@ -183,10 +216,27 @@ def test_bad_service_commands_are_one_clear_line(cluster, tmp_path):
     assert [r["name"] for r in rows] == ["sim1"]  # nothing left of the failed starts
     assert matrix("services", "stop", "sim1", "--address", address, env=env).returncode == 0
 
-    assert "takes llm overrides only" in one_error_line(matrix("services", "start", "x", "llm=simllm", "run.hosts=2", env=env))
-    assert "name the backend" in one_error_line(matrix("services", "start", "x", "llm.replicas=2", env=env))
-    assert "Could not override 'llm.nokey'" in one_error_line(matrix("services", "start", "x", "llm=simllm", "llm.nokey=1", env=env))
-    assert "min_replicas=3 is above max_replicas=2" in one_error_line(
-        matrix("services", "start", "x", "llm=simllm", "llm.deployment.min_replicas=3", "llm.deployment.max_replicas=2", env=env))
-    no_address = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
-    assert "needs a running Ray cluster" in one_error_line(matrix("services", "list", env=no_address))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["start", "f", "llm=fake"], "llm backend 'fake' cannot run as a service (it has no Ray Serve deployment)"),
+    (["start", "x", "llm=simllm", "run.hosts=2"], "takes llm overrides only"),
+    (["start", "x", "llm.replicas=2"], "name the backend"),
+    (["start", "x", "llm=simllm", "llm.nokey=1"], "Could not override 'llm.nokey'"),
+    (["start", "x", "llm=simllm", "llm.deployment.min_replicas=3", "llm.deployment.max_replicas=2"],
+     "llm.deployment: min_replicas=3 is above max_replicas=2"),
+    (["start", "run-1", "llm=simllm"], "names starting with 'run-' are kept for the deployments of runs"),
+    (["scale", "x", "min=1", "size=3"], "'size=3' is not min=N, max=N or target=N"),
+    (["list"], "needs a running Ray cluster"),
+])
+def test_bad_input_before_any_cluster_is_one_line(args, message, monkeypatch):
+    """Checked before joining a cluster, so in-process (no Ray)."""
+    from click.testing import CliRunner
+
+    from matrix_core.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = CliRunner().invoke(main, ["services", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("matrix: error:") and message in lines[0], result.output

@@ -10,7 +10,7 @@ or ``llms.ROLE=service:NAME``; a run never stops a service. ``list``, ``status``
 from __future__ import annotations
 
 import json
-import os
+import logging
 import re
 import time
 from contextlib import contextmanager
@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MatrixError
 
 NAMESPACE = "matrix-services"
 REGISTRY = "matrix-services-registry"
@@ -91,7 +91,6 @@ CLUSTER_HELP = "a cluster from `matrix cluster start NAME` (its address and auth
 def _cluster(address: str | None, cluster: str | None = None) -> Iterator[None]:
     import ray
 
-    from .driver import init_ray
 
     if cluster:
         from .clusters import join
@@ -100,17 +99,19 @@ def _cluster(address: str | None, cluster: str | None = None) -> Iterator[None]:
     if not address or address == "local":
         # A Ray started just for this command would take the services down with it.
         raise ConfigError("matrix services needs a running Ray cluster: pass --cluster NAME, --address HOST:PORT or set RAY_ADDRESS (start one with `matrix cluster start NAME --local`)")
-    started = init_ray({"address": address})
+    started = False
+    if not ray.is_initialized():
+        try:  # the replicas' and Serve's logs stay in the cluster's log files, not this command's output
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except Exception as exc:  # Ray raises a bare Exception when it cannot connect
+            raise MatrixError(f"cannot join Ray at {address!r}: {exc}") from None
+        started = True
     try:
         yield
     finally:
         if started:
             ray.shutdown()
 
-
-def _quiet_driver_logs() -> None:
-    # Serve's actors log to the driver that created them; a command prints its own lines.
-    os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
 
 
 def compose_llm(overrides: Sequence[str]) -> dict[str, Any]:
@@ -215,7 +216,6 @@ def _unknown(name: str, records: list[dict[str, Any]]) -> ConfigError:
 @click.group("services")
 def services_group() -> None:
     """Long-lived LLM deployments (Ray Serve) on a Ray cluster; runs use one with llm=service llm.name=NAME."""
-    _quiet_driver_logs()
 
 
 @services_group.command("start", context_settings={"ignore_unknown_options": True})
@@ -359,13 +359,18 @@ def scale_command(name: str, bounds: Sequence[str], address: str | None, cluster
 @click.option("--address", envvar="RAY_ADDRESS", help=ADDRESS_HELP)
 @click.option("--cluster", help=CLUSTER_HELP)
 def stop_command(name: str, address: str | None, cluster: str | None) -> None:
-    """Stop service NAME: delete its Serve application (every replica and engine) and forget it."""
+    """Stop service NAME: delete its Serve application (every replica and engine) and forget it.
+    A run's own deployment left behind by a driver that died (``run-...`` in ``list``) stops too."""
     import ray
 
+    serving = _serving()
     with _cluster(address, cluster):
         records = _records()
-        if name not in {r["name"] for r in records}:
+        if name in {r["name"] for r in records}:
+            serving.delete(name)
+            ray.get(registry().remove.remote(name))
+        elif name.startswith(serving.PER_RUN_PREFIX) and name in serving.app_names():
+            serving.delete(name)
+        else:
             raise _unknown(name, records)
-        _serving().delete(name)
-        ray.get(registry().remove.remote(name))
     click.echo(f"service {name} stopped")

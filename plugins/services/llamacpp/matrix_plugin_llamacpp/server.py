@@ -78,7 +78,7 @@ class LlamaCppReplica(OpenAIIngress):
 
     async def call(self, method: str, path: str, body: Any) -> tuple:
         if body is not None and body.get("stream"):
-            return 400, {"error": {"message": "streaming is not supported through this deployment; send stream=false", "type": "invalid_request_error", "code": 400}}
+            return 400, {"error": {"message": "streaming is not supported through this deployment; send stream=false", "type": "invalid_request_error", "code": 400}}, {}
         response = await self._client().request(method, path, json=body)
         headers = {k: v for k, v in response.headers.items() if k.lower() in _PASSED_HEADERS}
         try:
