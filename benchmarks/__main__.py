@@ -3,7 +3,8 @@
 Suites: scheduling (Matrix vs Ray Data / asyncio controller / thread pool on one simulated
 LLM capacity), overhead (alias core: no-I/O hops vs raw Ray calls), scale (1k-50k tasks in
 flight), offload (hop cost vs history size), realmodel (embedded llama.cpp vs a load
-generator), durability, protocol, client. ``all`` = every one. Each suite measures its
+generator), durability, protocol, client, servepaths (Serve proxy vs direct vs
+DeploymentHandle per LLM call). ``all`` = every one. Each suite measures its
 baselines in the same run, prints a table and writes benchmarks/results/<suite>.json and
 .png; ``python -m benchmarks.report`` prints every table as Markdown.
 """
@@ -16,12 +17,12 @@ import time
 
 from ._common import RESULTS, machine, save, table
 
-SUITES = ("scheduling", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client")
+SUITES = ("scheduling", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client", "servepaths")
 ALIASES = {"core": "overhead"}
 
 
 def _suite(name: str):
-    from . import legacy, offload, overhead, realmodel, scale, scheduling
+    from . import legacy, offload, overhead, realmodel, scale, scheduling, servepaths
 
     return {
         "scheduling": (scheduling.suite_scheduling, scheduling.COLUMNS),
@@ -32,6 +33,7 @@ def _suite(name: str):
         "durability": (legacy.suite_durability, legacy.DURABILITY_COLUMNS),
         "protocol": (legacy.suite_protocol, legacy.PROTOCOL_COLUMNS),
         "client": (legacy.suite_client, legacy.CLIENT_COLUMNS),
+        "servepaths": (servepaths.suite_servepaths, servepaths.COLUMNS),
     }[name]
 
 

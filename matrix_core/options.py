@@ -104,6 +104,8 @@ class LLMClientOptions(_OpenSection):
     params: dict[str, Any] = Field(default_factory=dict, description="default request parameters (temperature, ...)")
     tool_calling: Literal["native", "prompted", "auto"] = Field(
         "auto", description="native: send tools as is | prompted: schemas in the prompt, JSON-schema answers | auto: probe once")
+    serve_path: Literal["handle", "proxy"] = Field(
+        "handle", description="how agents reach a Ray Serve deployment: handle (DeploymentHandle, no HTTP) | proxy (Serve's HTTP proxy)")
 
 
 class DeploymentOptions(_Section):

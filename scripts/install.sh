@@ -29,8 +29,8 @@ $PIP -e ".[test,bench,report]" \
     -e plugins/sinks/hfdatasets \
     -e plugins/services/llamacpp \
     -e plugins/services/litellm \
-    -e plugins/services/vllm \
-    -e plugins/services/sglang \
+    -e "plugins/services/vllm[test]" \
+    -e "plugins/services/sglang[test]" \
     -e plugins/services/simllm \
     -e plugins/services/cluster \
     -e plugins/agents/dialogue \

@@ -203,6 +203,7 @@ def _check_ports(resources: LLMResources) -> None:
 def start_resources(resources: LLMResources, host, run_id: str | None = None) -> dict[str, ServiceHandle]:
     """Start every used resource once (in order); on a failure stop those already started.
     A backend with a Serve deployment gets one for the run, named ``run-<run_id>-<resource>``."""
+    from .serve_transport import client_endpoints
     from .serving import PER_RUN_PREFIX, start_backend
 
     run_id = run_id or uuid.uuid4().hex[:8]
@@ -219,7 +220,8 @@ def start_resources(resources: LLMResources, host, run_id: str | None = None) ->
                 raise type(exc)(f"LLM resource {name!r} ({_where(name)}, {section['backend']}) failed to start: {exc}") from None
             handles[name] = handle
             model = handle.endpoints[0].model if handle.endpoints else section.get("model")
-            resources.bindings[name] = LLMBinding(name, section["backend"], list(handle.endpoints), dict(section.get("client") or {}), model)
+            endpoints = client_endpoints(handle, section.get("client"))  # serve://NAME for a Serve deployment
+            resources.bindings[name] = LLMBinding(name, section["backend"], endpoints, dict(section.get("client") or {}), model)
             if len(resources.used) > 1 or name != DEFAULT:
                 log.info("LLM resource %r: %s, model %s, %d endpoint(s), for %s (%.1fs)", name, section["backend"], model,
                          len(handle.endpoints), ", ".join(resources.roles_of(name)), time.perf_counter() - started)

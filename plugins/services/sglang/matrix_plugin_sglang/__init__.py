@@ -32,9 +32,15 @@ def start_sglang(cfg: Mapping[str, Any]) -> ServiceHandle:
     return start_server(cfg, engine="sglang", package="sglang", defaults=defaults(), engine_args=engine_args)
 
 
+def _serve_app(cfg, options):
+    from .serve_app import serve_app
+
+    return serve_app(cfg, options)
+
+
 @hookimpl
 def register_llm_backends(register):
-    register(LLMBackendSpec("sglang", start_sglang, "SGLang servers as Ray actors (GPU), or attach by URL"))
+    register(LLMBackendSpec("sglang", start_sglang, serve_app=_serve_app, description="SGLang servers as Ray actors (GPU), or attach by URL"))
 
 
 @hookimpl

@@ -35,9 +35,15 @@ def start_vllm(cfg: Mapping[str, Any]) -> ServiceHandle:
     return start_server(cfg, engine="vllm", package="vllm", defaults=defaults(), engine_args=engine_args)
 
 
+def _serve_app(cfg, options):
+    from .serve_app import serve_app
+
+    return serve_app(cfg, options)
+
+
 @hookimpl
 def register_llm_backends(register):
-    register(LLMBackendSpec("vllm", start_vllm, "vLLM servers as Ray actors (GPU), or attach by URL"))
+    register(LLMBackendSpec("vllm", start_vllm, serve_app=_serve_app, description="vLLM servers as Ray actors (GPU), or attach by URL"))
 
 
 @hookimpl

@@ -244,12 +244,12 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
 
 
 
-def test_workflow_run_starts_and_stops_the_servers(matrix_ray, tmp_path):
-    """`matrix run` with llm=vllm: the driver starts the replicas and stops them when the run ends."""
+def test_a_run_deploys_vllm_on_serve_and_a_gpu_less_cluster_refuses_it(matrix_ray, tmp_path):
+    """`matrix run` with llm=vllm deploys a Ray Serve application for the run (ray.serve.llm,
+    tests/test_vllm_serve.py); this cluster has no GPU, so the run is refused before anything is
+    deployed, with the numbers (tp 2: two GPUs per replica)."""
     import matrix_core
 
-    model = f"standin-{uuid.uuid4().hex[:8]}"
-    summary = matrix_core.run("dialogue", ["llm=vllm", f"llm.model={model}", f"llm.launcher=[python,{STANDIN},serve]", "llm.num_gpus=0",
-                                           "llm.num_cpus=0", "llm.replicas=2", f"output.path={tmp_path / 'd.jsonl'}", "dataset.limit=2", "run.progress=off"])
-    assert (summary.done, summary.failed) == (2, 0)
-    assert not processes_with(model)  # stop() returns once the servers are gone
+    with pytest.raises(MatrixError, match=r"needs 1 replica\(s\) of 1 CPU, 2 GPU each, but the Ray cluster holds 0"):
+        matrix_core.run("dialogue", ["llm=vllm", "llm.model=Qwen/Qwen2.5-7B-Instruct", "llm.tensor_parallel_size=2",
+                                     f"output.path={tmp_path / 'd.jsonl'}", "dataset.limit=2", "run.progress=off"])
