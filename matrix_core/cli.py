@@ -107,7 +107,9 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
     appends to an output that a different workflow or dataset wrote.
     """
     host = get_plugin_host()
-    if workflow in (None, "--help", "-h"):
+    if workflow is None:  # a script that forgot the workflow must not pass as a run
+        fail(f"name a workflow: matrix run WORKFLOW [overrides]; installed: {', '.join(sorted(host.registry('workflow'))) or 'none'}")
+    if workflow in ("--help", "-h"):
         click.echo(click.get_current_context().get_help())
         click.echo("\nInstalled workflows:")
         for name, entry in sorted(host.registry("workflow").items()):
@@ -151,11 +153,18 @@ def _run_hydra_main(config_name: str, workflow: str, args: list[str], host: Plug
         except MatrixError as exc:
             fail(str(exc))
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import one_line
+
     app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
     argv = sys.argv
     sys.argv = [f"matrix run {workflow}", *args]
     try:
         app()
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:  # Hydra's own flag checks (-m with --cfg)
+        fail(f"workflow {workflow!r}: {one_line(exc)}")
     finally:
         sys.argv = argv
 

@@ -82,7 +82,7 @@ def compose(workflow: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             cfg = hydra_compose(config_name(spec), overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:  # ValueError: override syntax such as '=5'
         raise ConfigError(f"workflow {workflow!r}: {one_line(exc)}") from None
     return to_plain(cfg)
 

@@ -25,6 +25,7 @@ class Tasks:
         self.skip = skip
         self.retry_failed = conf.resume.retry_failed
         self.skipped = 0
+        self.skipped_failed = 0  # failed in an earlier run, not retried (resume.retry_failed=false)
         self.rows_read = 0
         self.bad_rows = 0
         self.duplicate_rows = 0
@@ -47,6 +48,7 @@ class Tasks:
                 previous = self.skip.get(task_id)
                 if previous == Status.DONE.value or (previous is not None and not self.retry_failed):
                     self.skipped += 1
+                    self.skipped_failed += previous != Status.DONE.value
                     continue
                 if isinstance(row, Exception):
                     self.bad_rows += 1
