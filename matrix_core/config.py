@@ -99,5 +99,8 @@ def to_plain(cfg: Any) -> dict[str, Any]:
 def one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf messages span lines and end with search-path dumps: keep the gist."""
     text = str(exc).split("Config search path:")[0]
+    override = getattr(exc, "override", None)  # a syntax error: say which override
+    if override and str(override) not in text:
+        text = f"cannot parse override {override!r}: {text}"
     text = text.split("\n    full_key:")[0]
     return " ".join(text.split())

@@ -10,7 +10,7 @@ from typing import Iterable
 MASK = "***"
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 MIN_SECRET_CHARS = 8  # shorter values (a "1", "true") would blank ordinary words
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;)\]}]+")
 
 
 def environment_secrets() -> set[str]:
