@@ -36,7 +36,7 @@ ROWS = [
      {"1": None, "2": "expected a JSON object, got list", "3": None}),
     ("jsonl-string-row", "jsonl", lambda t: _jsonl(t, '"text"', '{"id": 2}'), {"1": "expected a JSON object, got str", "2": None}),
     ("jsonl-truncated-last-line", "jsonl", lambda t: _jsonl(t, '{"id": 1}', '{"id": 2, "q": "cut'),
-     {"1": None, "2": "invalid JSON (Unterminated string"}),
+     {"1": None, "2": "invalid JSON (Invalid control character"}),
     ("jsonl-nul-bytes", "jsonl", lambda t: _jsonl(t, '{"id": 1}', b"\x00\x00\x00", '{"id": 3}'),
      {"1": None, "2": "invalid JSON (Expecting value", "3": None}),
     ("jsonl-lone-surrogate", "jsonl", lambda t: _jsonl(t, '{"id": 1}', '{"id": 2, "q": "\\ud800"}', '{"id": 3}'),
