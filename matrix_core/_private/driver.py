@@ -168,7 +168,10 @@ class _Drive:
             if exhausted and self.counters.in_flight <= 0:
                 await self.poller.poll(self.counters, force=True)  # the final numbers for the live view
                 return
-            completions: list[Completion] = await self.sink.poll.remote(0.5)
+            try:
+                completions: list[Completion] = await self.sink.poll.remote(0.5)
+            except ray.exceptions.RayTaskError as exc:  # the sink cannot write at all: one line, not a remote traceback
+                raise remote_error(exc) from None
             for done in completions:
                 self.complete(done)
                 last_progress = time.monotonic()

@@ -73,6 +73,8 @@ def check_output(location: str, inputs: dict[str, str | None]) -> None:
                 "move it aside or choose another output.path"
             )
         return
+    if path.exists() and not path.is_dir() and str(path) != os.devnull:
+        raise ConfigError(f"output.path={location} is not a regular file (a device, socket or pipe): results must land in a file")
     if path.exists():
         return  # a directory: directory sinks (parquet) write there, file sinks say so themselves
     folder = path.parent

@@ -44,6 +44,7 @@ class SinkActorImpl:
         self._lock: FileLock | None = None
         self._ckpt_file = None
         self.incarnation = uuid.uuid4().hex
+        self.broken: MatrixError | None = None  # an I/O error: the driver's next poll ends the run with it
         prom.bind_from_actor_name(self.owner.get("workflow", ""))
 
     def _sidecar(self, suffix: str) -> Path | None:
@@ -128,6 +129,9 @@ class SinkActorImpl:
         if records:
             try:
                 records = self._write(records, batch)
+            except OSError as exc:  # the disk, not the data: re-sending would fail forever
+                self.broken = MatrixError(f"cannot write to {self.sink.location}: {exc.strerror or exc}")
+                raise
             finally:
                 self.writing.difference_update(t for t, _ in batch_ids)
             status = {r["task_id"]: r.get("status", Status.DONE.value) for r in records}  # some became failed records
@@ -193,6 +197,8 @@ class SinkActorImpl:
     async def poll(self, timeout_s: float) -> list[Completion]:
         """Completions since the last poll; waits up to ``timeout_s`` for the first one."""
         await self.open()
+        if self.broken is not None:
+            raise self.broken
         if not self.pending:
             self.event.clear()
             try:

@@ -29,10 +29,9 @@ def cli(*args: str, env: dict | None = None):
         plugins.set_plugin_host(host)
 
 
-def matrix_subprocess(*args: str, timeout: float = 240, env: dict | None = None):
+def matrix_subprocess(*args: str, timeout: float = 240, env: dict | None = None, cwd=None):
     """``matrix ARGS`` as its own process (what the interpreter prints is part of the check)."""
-    return subprocess.run(["matrix", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(["matrix", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def one_error(result, *expected: str, code: int = 2) -> str:

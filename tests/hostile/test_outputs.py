@@ -57,6 +57,8 @@ def test_output_that_is_the_input_through_a_link_is_refused(tmp_path):
     pytest.param("/proc/nope/out.jsonl", "output.path=/proc/nope/out.jsonl: cannot write in /proc/nope", id="unwritable-folder"),
     pytest.param("{file}/out.jsonl", "is a file, not a folder", id="parent-is-a-file"),
     pytest.param("{dir}", "is a folder; the jsonl sink writes a file", id="path-is-a-folder"),
+    pytest.param("/dev/full", "output.path=/dev/full is not a regular file", id="device-that-is-always-full"),
+    pytest.param("/dev/zero", "output.path=/dev/zero is not a regular file", id="device-that-never-ends"),
 ])
 def test_bad_output_path_is_one_line(tmp_path, path, expected):
     (tmp_path / "file").write_bytes(b"x")
