@@ -122,7 +122,13 @@ class _Drive:
         log.warning("%d task(s) could not be delivered (%s); they will be re-sent", len(batch), exc)
 
     def _sink_failed(self, batch, exc) -> None:
-        """Still pending, so re-sent; a task refused ``SINK_ATTEMPTS`` times stops the run."""
+        """Still pending, so re-sent; a task the sink's ``write`` refused ``SINK_ATTEMPTS`` times
+        stops the run (a sink that died and restarts is not counted: that is a resend's job)."""
+        from ray.exceptions import RayActorError
+
+        if not isinstance(exc, ray.exceptions.RayTaskError) or isinstance(exc, RayActorError):
+            self._send_failed(batch, exc)
+            return
         for orch in batch:
             self.sink_failures[orch.task_id] = tries = self.sink_failures.get(orch.task_id, 0) + 1
             if tries >= SINK_ATTEMPTS and self.fatal is None:
