@@ -30,7 +30,7 @@ def check_address(address: str, timeout_s: float) -> None:
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"run.address={address!r}: expected HOST:PORT or ray://HOST:PORT of a Ray cluster")
-    where = f"no Ray cluster answers at {address}"
+    where = f"cannot start or join Ray at {address!r}: no Ray cluster answers"  # the wording of init_ray's own error
     bound = f"gave up after {timeout_s:g}s (run.connect_timeout_s)"
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:

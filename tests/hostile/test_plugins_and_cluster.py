@@ -96,5 +96,5 @@ def test_dead_address_fails_in_bounded_time(tmp_path, command, peer):
         if http is not None:
             http.shutdown()
     expected = {"refused": "Connection refused", "silent": "no answer; gave up after", "http": "something else listens there"}[peer]
-    one_error(proc, f"no Ray cluster answers at {address}", expected)
+    one_error(proc, f"cannot start or join Ray at {address!r}: no Ray cluster answers", expected)
     assert not (tmp_path / "o.jsonl").exists()
