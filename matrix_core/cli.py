@@ -8,7 +8,7 @@ from typing import Sequence
 
 import click
 
-from .errors import MatrixError
+from .errors import ConfigError, MatrixError
 from .plugins import PluginHost, get_plugin_host, set_plugin_host
 
 log = logging.getLogger("matrix")
@@ -28,6 +28,11 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _usage_error(exc: click.UsageError) -> None:
+    where = exc.ctx.command_path if exc.ctx is not None else "matrix"
+    fail(f"{exc.format_message()} (see {where} --help)")
+
+
 class MatrixGroup(click.Group):
     """Lists built-in and plugin commands lazily; turns MatrixError into one line."""
 
@@ -43,9 +48,21 @@ class MatrixGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return self._commands().get(name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            _usage_error(exc)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a sub-command's missing argument, bad option, unknown command
+            _usage_error(exc)
         except MatrixError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
@@ -107,7 +124,9 @@ def run_command(workflow: str | None, overrides: Sequence[str]) -> None:
     appends to an output that a different workflow or dataset wrote.
     """
     host = get_plugin_host()
-    if workflow in (None, "--help", "-h"):
+    if workflow is None:  # a script that forgot the workflow must not pass as a run
+        fail(f"name a workflow: matrix run WORKFLOW [overrides]; installed: {', '.join(sorted(host.registry('workflow'))) or 'none'}")
+    if workflow in ("--help", "-h"):
         click.echo(click.get_current_context().get_help())
         click.echo("\nInstalled workflows:")
         for name, entry in sorted(host.registry("workflow").items()):
@@ -151,13 +170,61 @@ def _run_hydra_main(config_name: str, workflow: str, args: list[str], host: Plug
         except MatrixError as exc:
             fail(str(exc))
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import one_line
+
+    flags, overrides = _hydra_argv(args, workflow)
+    args = flags + overrides
+    if not {"-m", "--multirun", "--help", "-h", "--hydra-help"} & set(flags):
+        # Hydra reports a bad override in several lines: compose it here first (sweeps excepted).
+        from .config import compose
+
+        compose(workflow, overrides)
     app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
     argv = sys.argv
     sys.argv = [f"matrix run {workflow}", *args]
     try:
         app()
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:  # Hydra's own flag checks (-m with --cfg)
+        fail(f"workflow {workflow!r}: {one_line(exc)}")
     finally:
         sys.argv = argv
+
+
+_HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                      "--config-dir", "-cd", "--experimental-rerun"}
+_HYDRA_HELP = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc"}
+
+
+def _hydra_argv(args: list[str], workflow: str) -> list[str]:
+    """Flags first, then overrides (argparse cannot take them interleaved), checked by Hydra's
+    own parser so a bad flag is one line rather than a usage dump."""
+    from hydra._internal.utils import get_args_parser
+
+    flags, overrides, it = [], [], iter(args)
+    for arg in it:
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in _HYDRA_VALUE_FLAGS or (arg in ("--info", "-i")):
+                value = next(it, None)
+                if value is not None:
+                    if arg in ("--info", "-i") and "=" in value:
+                        overrides.append(value)  # --info takes an optional value: this is an override
+                    else:
+                        flags.append(value)
+        else:
+            overrides.append(arg)
+    if not _HYDRA_HELP & set(flags):
+        parser = get_args_parser()
+
+        def error(message: str):
+            raise ConfigError(f"workflow {workflow!r}: {message}")
+
+        parser.error = error  # type: ignore[method-assign]
+        parser.parse_args(flags + overrides)
+    return flags, overrides
 
 
 @click.command("plugins")

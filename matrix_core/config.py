@@ -82,7 +82,7 @@ def compose(workflow: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             cfg = hydra_compose(config_name(spec), overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:  # ValueError: override syntax such as '=5'
         raise ConfigError(f"workflow {workflow!r}: {one_line(exc)}") from None
     return to_plain(cfg)
 
@@ -99,5 +99,8 @@ def to_plain(cfg: Any) -> dict[str, Any]:
 def one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf messages span lines and end with search-path dumps: keep the gist."""
     text = str(exc).split("Config search path:")[0]
+    override = getattr(exc, "override", None)  # a syntax error: say which override
+    if override and str(override) not in text:
+        text = f"cannot parse override {override!r}: {text}"
     text = text.split("\n    full_key:")[0]
     return " ".join(text.split())

@@ -23,6 +23,7 @@ import certifi
 import httpx
 
 from ._private.metrics import LLMMetrics, error_kind
+from ._private.secrets import scrub
 from ._private.tool_calling import ToolCalling
 from .errors import MatrixError
 from .options import LLMClientOptions
@@ -297,13 +298,13 @@ class LLMClient:
         latency = time.perf_counter() - started
         if response.status_code in RETRYABLE_STATUS:
             raise _Retryable(
-                f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}",
+                f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(scrub(response.text, [endpoint.api_key]))}",
                 retry_after=_retry_after(response),
                 kind=error_kind(response.status_code),
             )
         if response.status_code >= 400:
             self._metrics.error(error_kind(response.status_code), retrying=False)
-            raise LLMError(f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(response.text)}")
+            raise LLMError(f"{endpoint.base_url} answered HTTP {response.status_code}: {_short(scrub(response.text, [endpoint.api_key]))}")
         state.failures = 0
         try:
             return _parse_completion(response.json(), body["model"], endpoint.base_url, latency)

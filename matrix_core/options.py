@@ -30,24 +30,27 @@ if TYPE_CHECKING:
     from .plugins import PluginHost
 
 
+MAX_ACTORS = 4096  # hosts or replicas beyond this are a typo, not a plan: Ray would queue them forever
+
+
 class _Section(BaseModel):
     """A config section whose keys are all known: a misspelled key is an error."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class _OpenSection(BaseModel):
     """A section with common keys plus plugin-specific ones (kept as given)."""
 
-    model_config = ConfigDict(extra="allow", validate_default=True)
+    model_config = ConfigDict(extra="allow", validate_default=True, allow_inf_nan=False)
 
 
 class RunOptions(_Section):
     max_concurrent_tasks: int = Field(64, ge=1, description="global cap on tasks in flight (credits returned by the sink)")
-    hosts: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    hosts: Annotated[int, Field(ge=1, le=MAX_ACTORS)] | Literal["auto"] = Field(
         "auto", description="Ray actors hosting agent replicas; auto = CPUs of the cluster (max 8)")
     address: str | None = Field(None, description="Ray cluster to join (ray://... or host:port); RAY_ADDRESS works too")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the run")
+    num_cpus: int | None = Field(None, ge=1, le=1 << 20, description="CPUs of a local Ray started by the run")
     ray_temp_dir: str | None = Field(None, description="temp dir of a local Ray started by the run")
     trials: int = Field(1, ge=1, description="tasks per dataset row (task id = row key + trial)")
     max_steps: int = Field(100, ge=1, description="a task that takes more agent steps fails")
@@ -59,6 +62,9 @@ class RunOptions(_Section):
     outstanding_per_peer: int = Field(2, ge=1, description="actor calls in flight per peer before messages coalesce")
     checkpoint_every: int = Field(0, ge=0, description="snapshot a task every K steps (0: off); lost tasks restart from it")
     health_check_s: float = Field(2.0, gt=0, description="how often the driver checks that agent hosts are alive")
+    lost_host_timeout_s: float = Field(
+        60.0, gt=0, description="an agent host or the sink that does not answer a health check within this is lost: the run stops, naming it")
+    connect_timeout_s: float = Field(30.0, gt=0, description="how long to wait for the Ray cluster at run.address to answer")
     force: bool = Field(False, description="append to an output written by a different workflow/dataset (--force)")
     progress: Literal["auto", "bar", "lines", "off"] = Field("auto", description="progress display")
 
@@ -80,6 +86,7 @@ class DatasetOptions(_OpenSection):
     path: str | None = Field(None, description="file the loader reads")
     id_field: str | None = Field("id", description="row field used as the stable row key (row number if absent)")
     limit: int | None = Field(None, ge=0, description="read at most this many rows (null: all)")
+    size: int | None = Field(None, ge=0, description="rows of dataset.loader=range (synthetic rows)")
 
 
 class OutputOptions(_OpenSection):
@@ -159,7 +166,7 @@ class RoleOptions(_OpenSection):
     """``agents.<role>``: how the runtime hosts a role. Other keys are the agent's options."""
 
     type: str = Field(description="agent type (matrix plugins lists them)")
-    replicas: int | None = Field(None, ge=1, description="replicas of this role (null: one per host, 1 with resources)")
+    replicas: int | None = Field(None, ge=1, le=MAX_ACTORS, description="replicas of this role (null: one per host, 1 with resources)")
     max_in_flight: int = Field(64, ge=1, description="steps one replica runs at once")
     resources: dict[str, Any] = Field(default_factory=dict, description="Ray resources per replica (num_gpus, ...)")
     llm: str | None = Field(None, description="name of the LLM resource this role calls (null: the run's llm)")
@@ -221,6 +228,8 @@ class MatrixConfig:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
+BASE_SECTIONS = ("run", "resume", "dataset", "output", "cache")  # in every composed config (base_node)
+
 SECTIONS: dict[str, type[BaseModel]] = {
     "run": RunOptions, "resume": ResumeOptions, "dataset": DatasetOptions, "output": OutputOptions,
     "sink": SinkOptions, "llm": LLMOptions, "cache": CacheOptions,
@@ -229,7 +238,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
 
 def base_node() -> dict[str, Any]:
     """The defaults Hydra composes every workflow over (registered as ``matrix_options``)."""
-    node = {name: SECTIONS[name]().model_dump() for name in ("run", "resume", "dataset", "output", "cache")}
+    node = {name: SECTIONS[name]().model_dump() for name in BASE_SECTIONS}
     node["llm"] = {"client": LLMClientOptions().model_dump(), "deployment": DeploymentOptions().model_dump()}
     node["llms"] = {}  # named LLM resources: +llm@llms.NAME=BACKEND; roles pick one with agents.ROLE.llm
     return node
@@ -249,7 +258,11 @@ def parse(model: type[BaseModel], value: Any, where: str) -> Any:
 
 def validate(cfg: Mapping[str, Any], host: "PluginHost") -> MatrixConfig:
     """Validates a composed config; the first bad key is reported (one line)."""
+    deleted = [name for name in BASE_SECTIONS if name not in cfg]
+    if deleted:
+        raise ConfigError(f"config section {deleted[0]!r} was removed (~{deleted[0]}); every run needs it: override its keys instead ({deleted[0]}.KEY=VALUE)")
     sections = {name: parse(model, cfg.get(name), name) for name, model in SECTIONS.items()}
+    cfg = {**cfg, **_workflow_options(cfg, host)}
     for name, resource in (cfg.get("llms") or {}).items():
         if isinstance(resource, Mapping):  # a string is an alias, checked with the role bindings
             parse(LLMOptions, resource, f"llms.{name}")
@@ -265,6 +278,17 @@ def validate(cfg: Mapping[str, Any], host: "PluginHost") -> MatrixConfig:
         own = {k: v for k, v in section.items() if k not in ROLE_KEYS}
         roles[name] = Role(role, parse(agent_cls.Options, own, f"agents.{name}"), agent_cls)
     return MatrixConfig(workflow=str(cfg.get("workflow")), roles=roles, raw=dict(cfg), **sections)
+
+
+def _workflow_options(cfg: Mapping[str, Any], host: "PluginHost") -> dict[str, Any]:
+    """The workflow's own top-level keys (``rounds``), typed by its ``WorkflowSpec.options``:
+    a bad value fails here, before any row, not once per row."""
+    entry = host.registry("workflow").get(str(cfg.get("workflow")))
+    model = getattr(entry.spec, "options", None) if entry is not None else None
+    if model is None:
+        return {}
+    given = {k: cfg[k] for k in model.model_fields if k in cfg}
+    return parse(model, given, "").model_dump(include=set(given))
 
 
 # --- one line per error, and the same words in --help --------------------------------------
@@ -321,7 +345,7 @@ def _describe(annotation: Any, metadata: list) -> str:
     if origin is Literal:
         values = [repr(v) for v in typing.get_args(annotation)]
         return values[0] if len(values) == 1 else "one of " + ", ".join(values)
-    bounds = "".join(
+    bounds = " and".join(
         f" {word} {getattr(m, next(iter(type(m).__dataclass_fields__)))}"
         for m in metadata for kind, word in _BOUND_WORDS.items() if isinstance(m, kind)
     )

@@ -31,6 +31,8 @@ class WorkflowSpec:
     ``defaults``, if given, is the workflow's config itself (what its yaml would hold, e.g.
     ``{"agents": {...}, "defaults": [{"llm": "fake"}]}``), so no yaml file is needed;
     ``matrix_base`` comes first and ``workflow`` is set unless they are given.
+    ``options``, if given, is a pydantic model of the workflow's own top-level keys (dialogue's
+    ``rounds``): they are checked when the run starts, so a typo is one line, not a failed row each.
     """
 
     name: str
@@ -39,6 +41,7 @@ class WorkflowSpec:
     config_name: str | None = None
     metrics: Callable[[Mapping[str, Any]], "RunMetrics"] | None = None
     defaults: Mapping[str, Any] | None = None
+    options: type | None = None
 
 
 class RunMetrics:

@@ -27,7 +27,7 @@ def one_error_line(proc):
         (["run", "relay", "agents.a.type=nope"], "unknown agent 'nope'; installed: "),
         (["run", "dialogue", "llm=fake", "dataset.path=/no/such.jsonl"], "dataset file not found: /no/such.jsonl"),
         (["run", "dialogue", "llm=nope"], "Could not find 'llm/nope' Available options in 'llm': "),
-        (["run", "relay", "run.hosts=0"], "run.hosts=0: expected an integer >= 1 or 'auto'"),
+        (["run", "relay", "run.hosts=0"], "run.hosts=0: expected an integer >= 1 and <= 4096 or 'auto'"),
         (["-p", "no:relay", "run", "relay"], "unknown workflow 'relay'"),
         (["run", "dialogue", "llm=endpoint", "llm.base_url=http://127.0.0.1:9/v1"], "LLM endpoint http://127.0.0.1:9/v1 does not answer"),
         (["run", "dialogue", "llm=endpoint", "llm.base_url=http://127.0.0.1:9/v1", "llm.api_key_env=MATRIX_TEST_UNSET_KEY"], "MATRIX_TEST_UNSET_KEY, which is not set"),

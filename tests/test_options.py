@@ -20,12 +20,12 @@ def check(workflow, *overrides):
     "workflow, override, line",
     [
         ("relay", "run.max_concurrent_tasks=abc", "run.max_concurrent_tasks='abc': expected an integer >= 1"),
-        ("relay", "run.hosts=0", "run.hosts=0: expected an integer >= 1 or 'auto'"),
+        ("relay", "run.hosts=0", "run.hosts=0: expected an integer >= 1 and <= 4096 or 'auto'"),
         ("relay", "run.progress=fast", "run.progress='fast': expected one of 'auto', 'bar', 'lines', 'off'"),
         ("relay", "run.task_timeout_s=0", "run.task_timeout_s=0: expected a number > 0 or null"),
         ("relay", "dataset.limit=-1", "dataset.limit=-1: expected an integer >= 0 or null"),
         ("relay", "resume.retry_failed=maybe", "resume.retry_failed='maybe': expected true or false"),
-        ("relay", "+agents.a.replicas=two", "agents.a.replicas='two': expected an integer >= 1 or null"),
+        ("relay", "+agents.a.replicas=two", "agents.a.replicas='two': expected an integer >= 1 and <= 4096 or null"),
         ("relay", "agents.a.sleep_ms=-5", "agents.a.sleep_ms=-5: expected a number >= 0"),  # an agent's own option
         ("dialogue", "llm.client.timeout_s=-1", "llm.client.timeout_s=-1: expected a number > 0"),
         ("dialogue", "agents.answerer.max_tokens=0", "agents.answerer.max_tokens=0: expected an integer >= 1"),

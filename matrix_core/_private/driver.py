@@ -32,8 +32,9 @@ from . import leftovers
 from . import resources as resources_mod
 from .live import HostPoller, expected_tasks
 from .progress import Counters, Progress
+from . import guards
 from .ray_start import init_local
-from .ray_errors import remote_error
+from .ray_errors import last_line, remote_error
 from .routing import Router
 from .runtime import AgentHost, Outbox
 from .sink_actor import SinkActor
@@ -44,6 +45,7 @@ log = logging.getLogger("matrix.driver")
 
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
 STALL_CHECK_S = 10.0
+SINK_ATTEMPTS = 3  # a task the sink refuses this often stops the run (the error names the sink and why)
 
 __all__ = ["RunSummary", "execute", "init_ray", "redact"]
 
@@ -74,6 +76,8 @@ def init_ray(run: RunOptions | Mapping[str, Any]) -> bool:
             kwargs["num_cpus"] = run.num_cpus
         kwargs["_temp_dir"] = run.ray_temp_dir or os.path.join(tempfile.gettempdir(), "matrix-ray")
         kwargs["_node_ip_address"] = "127.0.0.1"  # a local cluster talks over loopback only
+    else:
+        guards.check_address(address, run.connect_timeout_s)  # ray.init would retry a dead address for minutes
     try:
         init_local(kwargs) if address == "local" else ray.init(**kwargs)
     except Exception as exc:  # Ray raises a bare Exception when its node does not come up in time
@@ -104,7 +108,11 @@ class _Drive:
         self.resent = self.resent_from_checkpoint = 0
         self.on_written: Callable[[list[str]], None] | None = None  # e.g. releases the written tasks' sandboxes
         self.boxes = [self._box(lambda b, h=h: h.deliver.remote(b), self.router.update) for h in hosts]
-        self.sink_box = self._box(lambda b: sink.write.remote(b), lambda _: None)
+        self.sink_box = Outbox(send=lambda b: sink.write.remote(b), on_reply=lambda _: None, on_error=self._sink_failed,
+                               max_batch=self.plan.batch_max, max_outstanding=self.plan.outstanding_per_peer)
+        self.sink_failures: dict[str, int] = {}
+        self.fatal: MatrixError | None = None
+        self.lost_host_timeout_s = run.lost_host_timeout_s
         self.poller = HostPoller(hosts, self.progress.interval_s)
 
     def _box(self, send, on_reply) -> Outbox:
@@ -114,6 +122,20 @@ class _Drive:
     def _send_failed(self, batch, exc) -> None:
         # Still pending: the next reconciliation re-sends them.
         log.warning("%d task(s) could not be delivered (%s); they will be re-sent", len(batch), exc)
+
+    def _sink_failed(self, batch, exc) -> None:
+        """Still pending, so re-sent; a task the sink's ``write`` refused ``SINK_ATTEMPTS`` times
+        stops the run (a sink that died and restarts is not counted: that is a resend's job)."""
+        from ray.exceptions import RayActorError
+
+        if not isinstance(exc, ray.exceptions.RayTaskError) or isinstance(exc, RayActorError):
+            self._send_failed(batch, exc)
+            return
+        for orch in batch:
+            self.sink_failures[orch.task_id] = tries = self.sink_failures.get(orch.task_id, 0) + 1
+            if tries >= SINK_ATTEMPTS and self.fatal is None:
+                self.fatal = MatrixError(f"the sink could not write task {orch.task_id} in {tries} attempts: {last_line(getattr(exc, 'cause', None) or exc)}")
+        self._send_failed(batch, exc)
 
     def inject(self, orch: Orchestrator) -> None:
         self.pending[orch.task_id] = orch
@@ -148,11 +170,16 @@ class _Drive:
         source = iter(self.tasks)
         last_progress = last_health = time.monotonic()
         while True:
+            if self.fatal is not None:
+                raise self.fatal
             exhausted = await self._fill(source)
             if exhausted and self.counters.in_flight <= 0:
                 await self.poller.poll(self.counters, force=True)  # the final numbers for the live view
                 return
-            completions: list[Completion] = await self.sink.poll.remote(0.5)
+            try:
+                completions: list[Completion] = await self.sink.poll.remote(0.5)
+            except ray.exceptions.RayTaskError as exc:  # the sink cannot write at all: one line, not a remote traceback
+                raise remote_error(exc) from None
             for done in completions:
                 self.complete(done)
                 last_progress = time.monotonic()
@@ -196,10 +223,10 @@ class _Drive:
         actors = [*((f"agent host {i}", h) for i, h in enumerate(self.hosts)), ("sink", self.sink)]
         for i, (name, actor) in enumerate(actors):
             try:
-                incarnation = await asyncio.wait_for(actor.ping.remote(), 60)
+                incarnation = await asyncio.wait_for(actor.ping.remote(), self.lost_host_timeout_s)
             except (RayActorError, asyncio.TimeoutError) as exc:
                 raise MatrixError(
-                    f"{name} died and could not be restarted ({type(exc).__name__}) with {self.counters.in_flight} "
+                    f"{name} died and could not be restarted (or did not answer within run.lost_host_timeout_s={self.lost_host_timeout_s:g}s: {type(exc).__name__}) with {self.counters.in_flight} "
                     "task(s) in flight; run the same command again: tasks already in the output are kept, the rest are redone"
                 ) from None
             if self.incarnations[i] not in (None, incarnation):
@@ -286,12 +313,15 @@ class _Plugins:
 def _resolve(conf: MatrixConfig, host: PluginHost) -> _Plugins:
     runtime_name = (conf.raw.get("runtime") or {}).get("name")
     workflow = host.get("workflow", conf.workflow)
+    sink = host.get("sink", conf.sink.name)
+    location = guards.sink_location(sink, conf.raw.get("sink") or {})  # a bad sink option fails here, not in its actor
+    guards.check_output(location, {"dataset.path": conf.dataset.path})  # before anything is written
     return _Plugins(
         workflow=workflow,
-        sink=host.get("sink", conf.sink.name),
+        sink=sink,
         runtime=host.get("tool_runtime", runtime_name) if runtime_name else None,
-        # Opens the file now: a missing dataset fails before Ray starts.
-        rows=host.get("dataset_loader", conf.dataset.loader).load(conf.dataset.model_dump()),
+        # Opens the file now: a missing dataset fails before Ray starts; so does an empty one.
+        rows=guards.first_row_or_fail(host.get("dataset_loader", conf.dataset.loader).load(conf.dataset.model_dump()), conf.dataset),
         runtimes_installed=sorted(host.registry("tool_runtime")),
         metrics=workflow.metrics(conf.raw) if workflow.metrics else None,
     )
@@ -416,6 +446,7 @@ def _collect(drive: _Drive, summary: RunSummary, startup: float) -> None:
     summary.metrics = closing["metrics"]
     summary.rows, summary.duplicate_rows = tasks.rows_read, tasks.duplicate_rows
     summary.done, summary.failed, summary.skipped = counters.done, counters.failed, tasks.skipped
+    summary.failed_not_retried = tasks.skipped_failed
     summary.hops, summary.tokens, summary.wall_s = counters.hops, counters.tokens, counters.elapsed
     summary.llm = resources_mod.summarize([row for s in stats for row in s["llm"]], drive.plan.llm_resources)
     summary.peak_in_flight = counters.peak_in_flight

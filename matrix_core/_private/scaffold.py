@@ -35,11 +35,14 @@ def render_agent_plugin(name: str, output_dir: str, **context: str) -> Path:
     if target.exists():
         raise ConfigError(f"{target} already exists; remove it or choose another -o folder")
     # default_config: ignore ~/.cookiecutterrc so the same name always renders the same package.
-    created = cookiecutter(
-        str(template),
-        no_input=True,
-        extra_context={**context, "name": name},
-        output_dir=str(output_dir),
-        default_config=True,
-    )
+    try:
+        created = cookiecutter(
+            str(template),
+            no_input=True,
+            extra_context={**context, "name": name},
+            output_dir=str(output_dir),
+            default_config=True,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot create {target}: {exc.strerror or exc}") from None
     return Path(created)

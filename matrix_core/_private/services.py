@@ -38,7 +38,10 @@ def start_endpoint(cfg: Mapping[str, Any]) -> ServiceHandle:
             raise MatrixError(f"LLM endpoint {url} does not answer ({type(exc).__name__}); is the server running?") from None
         if response.status_code >= 400:
             raise MatrixError(f"LLM endpoint {url} answered HTTP {response.status_code} to /models")
-        served = [m.get("id") for m in response.json().get("data", [])]
+        try:
+            served = [m.get("id") for m in response.json().get("data", [])]
+        except (ValueError, AttributeError, TypeError):
+            raise MatrixError(f"LLM endpoint {url} is not OpenAI-compatible: /models did not answer a JSON model list") from None
         if model is None and served:
             model = served[0]
         elif model not in served and served:

@@ -46,6 +46,7 @@ class SinkActorImpl:
         self._lock: FileLock | None = None
         self._ckpt_file = None
         self.incarnation = uuid.uuid4().hex
+        self.broken: MatrixError | None = None  # an I/O error: the driver's next poll ends the run with it
         prom.bind_from_actor_name(self.owner.get("workflow", ""))
 
     def _sidecar(self, suffix: str) -> Path | None:
@@ -123,25 +124,60 @@ class SinkActorImpl:
                 self.duplicates += 1
                 continue
             self.writing.add(orch.task_id)
-            batch_ids.append((orch.task_id, orch.status.value))
-            records.append(await orch.to_record())
-            record = records[-1]
+            try:
+                record = await orch.to_record()
+            except Exception as exc:  # noqa: BLE001 - a task that cannot become a record is still written, as failed
+                record = _unwritable(orch, exc, "could not be turned into a record")
+            batch_ids.append((orch.task_id, record.get("status", orch.status.value)))
+            records.append(record)
             if self.metrics is not None:
                 self.metrics.add(record)
             tokens = sum((t.get("usage") or {}).get("prompt_tokens", 0) + (t.get("usage") or {}).get("completion_tokens", 0) for t in record["history"])
-            completions.append(Completion(orch.task_id, orch.status.value, orch.steps, tokens))
+            completions.append(Completion(orch.task_id, record.get("status", orch.status.value), orch.steps, tokens))
             self.checkpoints.pop(orch.task_id, None)
         if records:
             try:
-                self.sink.write(records)
-                self.sink.flush()
+                records = self._write(records, batch)
+            except OSError as exc:  # the disk, not the data: re-sending would fail forever
+                self.broken = MatrixError(f"cannot write to {self.sink.location}: {exc.strerror or exc}")
+                raise
             finally:
                 self.writing.difference_update(t for t, _ in batch_ids)
-            self.written.update(batch_ids)
+            status = {r["task_id"]: r.get("status", Status.DONE.value) for r in records}  # some became failed records
+            completions = [c if status[c.task_id] == c.status else Completion(c.task_id, status[c.task_id], c.steps, c.tokens) for c in completions]
+            self.written.update(status)
             prom.written(records)
             self.pending.extend(completions)
             self.event.set()
         return len(records)
+
+    def _write(self, records: list[dict[str, Any]], batch: list[Orchestrator]) -> list[dict[str, Any]]:
+        """Writes the batch; if the sink refuses it, each record alone, and a record it cannot
+        write (nested too deep, not encodable) as a failed task saying why. Re-sending such a
+        task would fail the same way forever. I/O errors still raise: the driver bounds them."""
+        try:
+            self.sink.write(records)
+            self.sink.flush()
+            return records
+        except OSError:
+            raise
+        except Exception:  # noqa: BLE001 - found out record by record below
+            pass
+        orchs = {o.task_id: o for o in batch}
+        written = []
+        for record in records:
+            try:
+                self.sink.write([record])
+                self.sink.flush()
+            except OSError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                record = _unwritable(orchs[record["task_id"]], exc, f"could not be written by {type(self.sink).__name__}")
+                log.error("task %s: %s", record["task_id"], record["error"]["message"])
+                self.sink.write([record])
+                self.sink.flush()
+            written.append(record)
+        return written
 
     async def checkpoint(self, batch: list[Orchestrator]) -> None:
         """Keeps the newest snapshot per task, materialised (no object-store references)."""
@@ -176,6 +212,8 @@ class SinkActorImpl:
     async def poll(self, timeout_s: float) -> list[Completion]:
         """Completions since the last poll; waits up to ``timeout_s`` for the first one."""
         await self.open()
+        if self.broken is not None:
+            raise self.broken
         if not self.pending:
             self.event.clear()
             try:
@@ -206,6 +244,16 @@ class SinkActorImpl:
             "location": self.sink.location,
             "metrics": self.metrics.result() if self.metrics is not None else {},
         }
+
+
+def _unwritable(orch: Orchestrator, exc: Exception, what: str) -> dict[str, Any]:
+    """The smallest record of a task whose own record cannot be written: failed, with why."""
+    reason = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").decode()[:500]
+    return {
+        "task_id": orch.task_id, "row_key": orch.row_key, "trial": orch.trial, "status": Status.FAILED.value,
+        "error": {"type": "UnwritableRecord", "message": f"the task's record {what} ({reason})", "role": "sink", "step": orch.steps},
+        "steps": orch.steps, "payload": None, "history": [], "state": {},
+    }
 
 
 SinkActor = ray.remote(max_restarts=-1, max_task_retries=-1)(SinkActorImpl)

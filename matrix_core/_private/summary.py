@@ -15,6 +15,7 @@ class RunSummary:
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    failed_not_retried: int = 0  # of ``skipped``: failed in an earlier run
     hops: int = 0
     tokens: int = 0
     wall_s: float = 0.0
@@ -49,6 +50,8 @@ class RunSummary:
             + "".join(f"\n  {k}: {_fmt(v)}" for k, v in self.metrics.items())
             + summary_lines(self.llm)
             + (f"\n  llm cache: {self.llm_cache['hits']} hits, {self.llm_cache['misses']} misses" if self.llm_cache else "")
+            + (f"\n  {self.failed_not_retried} task(s) in the output failed in an earlier run and were not retried "
+               "(resume.retry_failed=true retries them)" if self.failed_not_retried else "")
         )
 
 

@@ -28,6 +28,7 @@ class Tasks:
         self.resume = dict(resume or {})  # task id -> the checkpoint an earlier run left (sink_actor)
         self.resumed = 0
         self.skipped = 0
+        self.skipped_failed = 0  # failed in an earlier run, not retried (resume.retry_failed=false)
         self.rows_read = 0
         self.bad_rows = 0
         self.duplicate_rows = 0
@@ -50,6 +51,7 @@ class Tasks:
                 previous = self.skip.get(task_id)
                 if previous == Status.DONE.value or (previous is not None and not self.retry_failed):
                     self.skipped += 1
+                    self.skipped_failed += previous != Status.DONE.value
                     continue
                 if task_id in self.resume:
                     resumed = self._from_checkpoint(self.resume.pop(task_id), where)

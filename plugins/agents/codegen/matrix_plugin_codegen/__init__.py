@@ -10,14 +10,14 @@ from pathlib import Path
 
 from matrix_core import AgentSpec, ConfigDirSpec, WorkflowSpec, hookimpl
 
-from .workflow import CodegenMetrics, CodegenOrchestrator, Coder, Executor, extract_code, problem_from_row
+from .workflow import CodegenMetrics, CodegenOptions, CodegenOrchestrator, Coder, Executor, extract_code, problem_from_row
 
 __all__ = ["CodegenMetrics", "CodegenOrchestrator", "Coder", "Executor", "extract_code", "problem_from_row"]
 
 
 @hookimpl
 def register_workflows(register):
-    register(WorkflowSpec("codegen", CodegenOrchestrator, "an LLM writes functions; sandboxed tests verify them, failures go back", metrics=CodegenMetrics))
+    register(WorkflowSpec("codegen", CodegenOrchestrator, "an LLM writes functions; sandboxed tests verify them, failures go back", metrics=CodegenMetrics, options=CodegenOptions))
 
 
 @hookimpl

@@ -14,7 +14,7 @@ import re
 import secrets
 from typing import Any, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from matrix_core import Agent, AgentOptions, Orchestrator, RunMetrics, SamplingOptions, task_id_for
 
@@ -86,6 +86,10 @@ def extract_code(text: str | None, function: str) -> str:
 
 def call_text(function: str, args: Sequence[Any]) -> str:
     return f"{function}({', '.join(json.dumps(a) for a in args)})"
+
+
+class CodegenOptions(BaseModel):
+    max_attempts: int = Field(3, ge=1, description="tries per problem (failed tests go back to the coder)")
 
 
 class CodegenOrchestrator(Orchestrator):

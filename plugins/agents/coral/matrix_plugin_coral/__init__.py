@@ -13,7 +13,7 @@ from matrix_core import AgentSpec, ConfigDirSpec, DatasetLoaderSpec, WorkflowSpe
 
 from .answers import extract_answer, normalize, same_answer
 from .hf import load_hf
-from .workflow import CoralMetrics, CoralOrchestrator, Extractor, Reasoner, question_from_row
+from .workflow import CoralMetrics, CoralOptions, CoralOrchestrator, Extractor, Reasoner, question_from_row
 
 __all__ = [
     "CoralMetrics", "CoralOrchestrator", "Extractor", "Reasoner", "extract_answer", "load_hf",
@@ -23,7 +23,7 @@ __all__ = [
 
 @hookimpl
 def register_workflows(register):
-    register(WorkflowSpec("coral", CoralOrchestrator, "two agents discuss each question until their answers agree", metrics=CoralMetrics))
+    register(WorkflowSpec("coral", CoralOrchestrator, "two agents discuss each question until their answers agree", metrics=CoralMetrics, options=CoralOptions))
 
 
 @hookimpl

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from matrix_core import Agent, AgentOptions, LLMResult, Orchestrator, RunMetrics, SamplingOptions, Turn, task_id_for
 
@@ -49,6 +49,10 @@ def question_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
         if gold is None:
             raise ValueError("row has no 'answer'")
     return {"question": question.strip(), "options": options, "gold": gold}
+
+
+class CoralOptions(BaseModel):
+    max_turns: int = Field(6, ge=2, description="replies before a discussion ends without agreement (agreement needs 2)")
 
 
 class CoralOrchestrator(Orchestrator):

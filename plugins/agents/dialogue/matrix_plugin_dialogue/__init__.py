@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from matrix_core import (
     Agent, AgentSpec, ConfigDirSpec, Orchestrator, RunMetrics, SamplingOptions, TaskState, WorkflowSpec, hookimpl,
@@ -16,6 +16,12 @@ QUESTIONER, ANSWERER = "questioner", "answerer"
 class DialogueState(TaskState):
     rounds: int = Field(2, ge=1, description="answers before the dialogue ends")
     answers: int = 0
+
+
+class DialogueOptions(BaseModel):
+    """The workflow's own keys, checked when the run starts."""
+
+    rounds: int = Field(2, ge=1, description="answers before the dialogue ends")
 
 
 class DialogueOrchestrator(Orchestrator):
@@ -115,7 +121,7 @@ class DialogueMetrics(RunMetrics):
 
 @hookimpl
 def register_workflows(register):
-    register(WorkflowSpec("dialogue", DialogueOrchestrator, "a questioner and an answerer discuss seed topics", metrics=DialogueMetrics))
+    register(WorkflowSpec("dialogue", DialogueOrchestrator, "a questioner and an answerer discuss seed topics", metrics=DialogueMetrics, options=DialogueOptions))
 
 
 @hookimpl

@@ -10,9 +10,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from matrix_core import Agent, AgentOptions, AgentSpec, ConfigDirSpec, Orchestrator, WorkflowSpec, hookimpl
+
+
+class RelayOptions(BaseModel):
+    laps: int = Field(1, ge=1, le=10_000, description="times each task visits every role")
 
 
 class RelayOrchestrator(Orchestrator):
@@ -52,7 +56,7 @@ class Stamp(Agent):
 
 @hookimpl
 def register_workflows(register):
-    register(WorkflowSpec("relay", RelayOrchestrator, "no-LLM relay through every role (runtime overhead)"))
+    register(WorkflowSpec("relay", RelayOrchestrator, "no-LLM relay through every role (runtime overhead)", options=RelayOptions))
 
 
 @hookimpl

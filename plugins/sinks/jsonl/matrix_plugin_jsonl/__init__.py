@@ -80,6 +80,8 @@ class JsonlSink(Sink):
         if not config.get("path"):
             raise ConfigError("sink.path is not set (output.path=FILE)")
         self.path = Path(str(config["path"])).expanduser()
+        if self.path.is_dir():
+            raise ConfigError(f"sink.path {self.path} is a folder; the jsonl sink writes a file (output.path=FILE.jsonl)")
         self.fsync = config.get("fsync", "batch") == "batch"
         if config.get("fsync", "batch") not in ("batch", "none"):
             raise ConfigError(f"sink.fsync must be 'batch' or 'none', got {config.get('fsync')!r}")
