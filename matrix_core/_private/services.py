@@ -49,6 +49,18 @@ def start_endpoint(cfg: Mapping[str, Any]) -> ServiceHandle:
     return ServiceHandle(endpoints=[Endpoint(base_url=u, model=str(model), api_key=key) for u in urls])
 
 
+def attach_engine(engine: str, defaults: Mapping[str, Any], cfg: Mapping[str, Any]) -> ServiceHandle:
+    """The ``start`` of an engine backend that runs deploy on Ray Serve (its ``serve_app``): it only
+    attaches to servers already running at ``llm.base_url``, serving ``served_model_name`` or ``model``."""
+    s = {**defaults, **cfg}
+    if not s.get("base_url"):
+        raise ConfigError(
+            f"llm={engine} is deployed on Ray Serve (by `matrix run` or `matrix services start NAME llm={engine}`), "
+            f"not started here: set llm.base_url to attach to {engine} servers that already run"
+        )
+    return start_endpoint({"base_url": s["base_url"], "model": s.get("served_model_name") or s.get("model"), "api_key_env": s.get("api_key_env")})
+
+
 def start_service(cfg: Mapping[str, Any]) -> ServiceHandle:
     """Use service ``llm.name`` of the joined cluster (a Ray Serve deployment from ``matrix
     services start``); the service outlives the run: the handle's stop is a no-op."""

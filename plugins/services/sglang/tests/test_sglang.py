@@ -1,71 +1,55 @@
-"""The sglang backend without SGLang or a GPU: its command line and Ray requests as built, and
-one launch through the shared launcher with the stand-in server. The launcher's health
-timeout, teardown and attach paths are covered in the vllm plugin's tests."""
+"""The sglang backend without SGLang or a GPU: a run deploys it on Ray Serve
+(tests/test_sglang_serve.py builds that application); ``start`` only attaches by URL, here to
+the vllm plugin's stand-in server, a test double for a running SGLang (same OpenAI API)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
+import importlib.util
 from pathlib import Path
 
 import matrix_plugin_sglang as plugin
-import psutil
 import pytest
 
-from matrix_core import LLMClient, MatrixError
-from matrix_core._private.launcher import actor_options, server_spec
+from matrix_core import ConfigError, LLMClient, MatrixError
 
-# One stand-in for both engines: it takes vLLM's and SGLang's flags.
-STANDIN = str(Path(__file__).resolve().parents[2] / "vllm" / "tests" / "standin_server.py")
-
-
-def spec(**cfg):
-    return server_spec({**plugin.defaults(), **cfg}, engine="sglang", package="sglang", engine_args=plugin.engine_args)
+_spec = importlib.util.spec_from_file_location("standin_server", Path(__file__).resolve().parents[2] / "vllm" / "tests" / "standin_server.py")
+standin = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(standin)
 
 
-def test_command_line_and_resources():
-    s = spec(model="Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2, served_model_name="qwen", max_running_requests=128,
-             mem_fraction_static=0.8, host="0.0.0.0", port=30000, extra_args=["--context-length", 8192])
-    assert s.argv == (
-        "python", "-m", "sglang.launch_server", "--model-path", "Qwen/Qwen2.5-7B-Instruct", "--tp", "2",
-        "--host", "0.0.0.0", "--port", "{port}", "--served-model-name", "qwen",
-        "--max-running-requests", "128", "--mem-fraction-static", "0.8", "--context-length", "8192",
-    )
-    assert (s.model, s.package, s.port) == ("qwen", "sglang", 30000)
-    options = actor_options(s, None)
-    assert (options["num_gpus"], options["num_cpus"]) == (2, 1) and "scheduling_strategy" not in options
-
-
-def test_no_gpu_in_test_cluster(matrix_ray):
-    with pytest.raises(MatrixError, match=r"^sglang needs 1 GPU\(s\) per replica \(tensor_parallel_size=1\) but .* has no GPU$"):
-        plugin.start_sglang({"model": "m"})
-
-
-def test_engine_not_installed(matrix_ray):
-    with pytest.raises(MatrixError, match="^sglang is not installed in the Ray worker environment on .*: pip install sglang$"):
-        plugin.start_sglang({"model": "m", "num_gpus": 0, "num_cpus": 0})
-
-
-def test_launch_chat_and_teardown(matrix_ray, tmp_path):
-    cfg = {"model": "org/standin", "launcher": ["python", STANDIN], "num_gpus": 0, "num_cpus": 0, "startup_timeout_s": 60,
-           "env": {"STANDIN_ARGV_DIR": str(tmp_path)}}
-    handle = plugin.start_sglang(cfg)
-    try:
-        replica = handle.info["replicas"][0]
-        assert json.loads((tmp_path / f"{replica['port']}.json").read_text()) == [
-            "--model-path", "org/standin", "--tp", "1", "--host", "127.0.0.1", "--port", str(replica["port"])]
+def test_attach_by_url_to_a_standin_sglang(monkeypatch):
+    monkeypatch.setenv("STANDIN_SGLANG_KEY", "sk-test")  # the stand-in ignores it; the endpoint carries it
+    with standin.running("qwen") as (url, server):
+        handle = plugin.start_sglang({"base_url": url, "model": "Qwen/Qwen2.5-7B-Instruct", "served_model_name": "qwen",
+                                      "api_key_env": "STANDIN_SGLANG_KEY"})
+        [endpoint] = handle.endpoints
+        assert (endpoint.base_url, endpoint.model, endpoint.api_key) == (url, "qwen", "sk-test")
 
         async def go():
-            client = LLMClient(handle.endpoints, max_retries=0)
+            client = LLMClient([endpoint], max_retries=0)
             try:
                 return await client.chat([{"role": "user", "content": "hi"}])
             finally:
                 await client.aclose()
 
         assert asyncio.run(go()).content == "echo: hi"
-    finally:
-        handle.stop()
-    deadline = time.monotonic() + 10
-    while psutil.pid_exists(replica["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not psutil.pid_exists(replica["pid"])
+        handle.stop()  # not ours: left running
+        assert server.poll() is None
+    with pytest.raises(MatrixError, match=f"LLM endpoint {url} does not answer"):
+        plugin.start_sglang({"base_url": url, "model": "qwen"})
+
+
+def test_start_without_base_url_says_it_deploys_on_serve():
+    with pytest.raises(ConfigError, match=r"^llm=sglang is deployed on Ray Serve .*matrix services start NAME llm=sglang.*: set llm.base_url"):
+        plugin.start_sglang({"model": "m"})
+
+
+def test_a_run_deploys_sglang_on_serve_and_a_gpu_less_cluster_refuses_it(matrix_ray, tmp_path):
+    """`matrix run` with llm=sglang deploys a Ray Serve application; this cluster has no GPU, so
+    the run is refused before anything is deployed, with the numbers (tp 2 x pp 2: four GPUs)."""
+    import matrix_core
+
+    with pytest.raises(MatrixError, match=r"needs 1 replica\(s\) of 1 CPU, 4 GPU each, but the Ray cluster holds 0"):
+        matrix_core.run("dialogue", ["llm=sglang", "llm.model=Qwen/Qwen2.5-7B-Instruct", "llm.tensor_parallel_size=2",
+                                     "llm.pipeline_parallel_size=2", "llm.deployment.num_gpus=4",
+                                     f"output.path={tmp_path / 'd.jsonl'}", "dataset.limit=2", "run.progress=off"])
