@@ -13,6 +13,7 @@ from .llm import Endpoint, ServiceHandle  # noqa: F401 - defined next to the cli
 
 if TYPE_CHECKING:
     import click
+    from pydantic import BaseModel
 
     from .agent import Agent
     from .options import DeploymentOptions
@@ -41,7 +42,7 @@ class WorkflowSpec:
     config_name: str | None = None
     metrics: Callable[[Mapping[str, Any]], "RunMetrics"] | None = None
     defaults: Mapping[str, Any] | None = None
-    options: type | None = None
+    options: type[BaseModel] | None = None
 
 
 class RunMetrics:
