@@ -1,0 +1,110 @@
+"""Steady-state measurement of a run from the outside: samples, while the run goes, how many
+records its output file holds, the CPU time and memory of a process tree, and the load average.
+
+Rates are taken over the steady-state window, from when 10 % of the tasks are written to when
+90 % are: start-up (actors, imports) and the drain of the last long tasks fall outside it.
+The same sampler measures every system, ours and the baselines, so the window is the same rule.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+LOW, HIGH = 0.10, 0.90
+
+
+class Window:
+    def __init__(self, output: str | Path, root: int | None = None, interval_s: float = 0.25, memory_every: int = 4):
+        self.output, self.root, self.interval_s, self.memory_every = Path(output), root, interval_s, memory_every
+        self.samples: list[tuple[float, int, float, float]] = []  # (time, records, cpu_s, load1)
+        self.peak_pss = 0
+        self._lines, self._offset = 0, 0
+        self._cpu_first: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
+        self._stop = threading.Event()
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            top = psutil.Process(self.root)
+            return [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _count(self) -> int:
+        try:
+            with open(self.output, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self._lines
+        # Only whole lines count: a record is written when its newline is.
+        complete = chunk.rfind(b"\n") + 1
+        self._lines += chunk.count(b"\n", 0, complete)
+        self._offset += complete
+        return self._lines
+
+    def _cpu(self, procs: list[psutil.Process]) -> float:
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            self._cpu_first.setdefault(proc.pid, t.user + t.system if not self.samples else 0.0)
+            self._cpu_last[proc.pid] = t.user + t.system
+        return sum(self._cpu_last[p] - self._cpu_first[p] for p in self._cpu_last)
+
+    def _pss(self, procs: list[psutil.Process]) -> int:
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total
+
+    def sample(self) -> None:
+        procs = self._tree()
+        if len(self.samples) % self.memory_every == 0:
+            self.peak_pss = max(self.peak_pss, self._pss(procs))
+        self.samples.append((time.time(), self._count(), self._cpu(procs), os.getloadavg()[0]))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> "Window":
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def result(self, total: int) -> dict[str, Any]:
+        """Steady-state rates for a run of ``total`` tasks (falls back to the whole run when too short)."""
+        s = self.samples
+        first = next((x for x in s if x[1] > 0), s[-1])
+        lo = next((x for x in s if x[1] >= LOW * total), first)
+        hi = next((x for x in s if x[1] >= HIGH * total), s[-1])
+        if hi[0] - lo[0] < 4 * self.interval_s:  # too few samples in the window: first record to last
+            lo, hi = first, s[-1]
+        span = max(hi[0] - lo[0], 1e-9)
+        inside = [x for x in s if lo[0] <= x[0] <= hi[0]]
+        return {
+            "steady_tasks_per_s": (hi[1] - lo[1]) / span if hi[1] > lo[1] else total / max(s[-1][0] - s[0][0], 1e-9),
+            "window_s": span,
+            "window_tasks": hi[1] - lo[1],
+            "cpu_cores_in_window": (hi[2] - lo[2]) / span,
+            "cpu_s_total": s[-1][2],
+            "peak_pss_mb": self.peak_pss / 2**20,
+            "load_avg_in_window": sum(x[3] for x in inside) / max(1, len(inside)),
+            "records": s[-1][1],
+        }
