@@ -26,6 +26,8 @@ class Window:
         self._lines, self._offset = 0, 0
         self._cpu_first: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
+        self.labels: dict[int, str] = {}  # pid -> what it is: the driver, a Ray actor class, or Ray's own processes
+        self.by_label: list[tuple[float, dict[str, float]]] = []  # (time, CPU seconds so far per label)
         self._stop = threading.Event()
 
     def _tree(self) -> list[psutil.Process]:
@@ -56,7 +58,13 @@ class Window:
                 continue
             self._cpu_first.setdefault(proc.pid, t.user + t.system if not self.samples else 0.0)
             self._cpu_last[proc.pid] = t.user + t.system
-        return sum(self._cpu_last[p] - self._cpu_first[p] for p in self._cpu_last)
+            if proc.pid not in self.labels:
+                self.labels[proc.pid] = _label(proc, self.root)
+        per: dict[str, float] = {}
+        for pid, last in self._cpu_last.items():
+            per[self.labels.get(pid, "other")] = per.get(self.labels.get(pid, "other"), 0.0) + last - self._cpu_first[pid]
+        self.by_label.append((time.time(), per))
+        return sum(per.values())
 
     def _pss(self, procs: list[psutil.Process]) -> int:
         total = 0
@@ -108,3 +116,38 @@ class Window:
             "load_avg_in_window": sum(x[3] for x in inside) / max(1, len(inside)),
             "records": s[-1][1],
         }
+
+    def between(self, start: float, end: float) -> dict[str, Any]:
+        """CPU cores used and mean load average between two times inside the run (its own window)."""
+        inside = [x for x in self.samples if start <= x[0] <= end] or self.samples[-1:]
+        lo = max((x for x in self.samples if x[0] <= start), default=self.samples[0], key=lambda x: x[0])
+        hi = min((x for x in self.samples if x[0] >= end), default=self.samples[-1], key=lambda x: x[0])
+        return {"cpu_cores_in_window": (hi[2] - lo[2]) / max(hi[0] - lo[0], 1e-9), "peak_pss_mb": self.peak_pss / 2**20,
+                "load_avg_in_window": sum(x[3] for x in inside) / len(inside)}
+
+
+def _label(proc: psutil.Process, root: int | None) -> str:
+    try:
+        if proc.pid == (root or os.getpid()):
+            return "driver"
+        title = (proc.cmdline() or [""])[0]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "other"
+    if title.startswith("ray::"):  # a Ray worker names itself after the actor class it hosts
+        return title.split()[0][5:].split(".")[0] or "ray worker"
+    return "ray system"
+
+
+def cpu_by_label_between(window: "Window", start: float, end: float) -> dict[str, float]:
+    """CPU seconds per process label spent between two times of the run."""
+    series = window.by_label
+    lo = max((x for x in series if x[0] <= start), default=series[0], key=lambda x: x[0])
+    hi = min((x for x in series if x[0] >= end), default=series[-1], key=lambda x: x[0])
+    return {k: v - lo[1].get(k, 0.0) for k, v in hi[1].items()}
+
+
+def steady_window(finish_times: list[float]) -> tuple[float, float, int]:
+    """(start, end, tasks finished inside) of the steady-state window of a run's finish times."""
+    ends = sorted(finish_times)
+    lo, hi = int(LOW * (len(ends) - 1)), int(HIGH * (len(ends) - 1))
+    return ends[lo], ends[hi], hi - lo
