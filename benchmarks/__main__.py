@@ -1,7 +1,7 @@
 """python -m benchmarks run [SUITE ...] [--quick] [--repeats N]
 
 Suites: upstream (fair-matrix 0.2.6, the paper's system, vs ours on Coral), scaleout (hops/s vs
-agent hosts against one asyncio controller), scheduling (Matrix vs Ray Data / asyncio controller / thread pool on one simulated
+agent hosts against one asyncio controller), simfit (simllm fitted to llama.cpp's curve), scheduling (Matrix vs Ray Data / asyncio controller / thread pool on one simulated
 LLM capacity), overhead (alias core: no-I/O hops vs raw Ray calls), scale (1k-50k tasks in
 flight), offload (hop cost vs history size), realmodel (embedded llama.cpp vs a load
 generator), durability, protocol, client. ``all`` = every one. Each suite measures its
@@ -18,16 +18,17 @@ import time
 
 from ._common import RESULTS, machine, save, table
 
-SUITES = ("upstream", "scheduling", "scaleout", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client")
+SUITES = ("upstream", "scheduling", "scaleout", "simfit", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client")
 ALIASES = {"core": "overhead"}
 
 
 def _suite(name: str):
-    from . import legacy, offload, overhead, realmodel, scale, scaleout, scheduling, upstream
+    from . import legacy, offload, overhead, realmodel, scale, scaleout, scheduling, simfit, upstream
 
     return {
         "upstream": (upstream.suite_upstream, upstream.COLUMNS),
         "scaleout": (scaleout.suite_scaleout, scaleout.COLUMNS),
+        "simfit": (simfit.suite_simfit, simfit.COLUMNS),
         "scheduling": (scheduling.suite_scheduling, scheduling.COLUMNS),
         "overhead": (overhead.suite_overhead, overhead.COLUMNS),
         "scale": (scale.suite_scale, scale.COLUMNS),
@@ -46,6 +47,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("suites", nargs="*", default=["scheduling"], help=f"any of: all, {', '.join(SUITES)}, core")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test (what the test suite runs)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement, in random order; medians with min/max (default 5, quick 1)")
+    parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                        help="tasks in flight per point, comma-separated, for upstream and scheduling (default: each suite's own)")
+    parser.add_argument("--hosts", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                        help="agent host counts for scaleout, comma-separated (default 1,2,4)")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per point for upstream, scheduling and scaleout (default 2000; less to fit a time budget)")
     args = parser.parse_args(argv)
     names = []
@@ -64,7 +69,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_suites(suites: list[str], quick: bool, repeats: int, command: str, tasks: int | None = None) -> dict[str, dict]:
+def run_suites(suites: list[str], quick: bool, repeats: int, command: str, tasks: int | None = None, **sizes) -> dict[str, dict]:
     """Run suites on an already initialised Ray; returns their results (also saved)."""
     from .overhead import run_matrix
 
@@ -74,8 +79,9 @@ def run_suites(suites: list[str], quick: bool, repeats: int, command: str, tasks
     for name in suites:
         fn, columns = _suite(name)
         started = time.time()
-        sized = tasks is not None and "tasks" in inspect.signature(fn).parameters
-        result = fn(quick, repeats, tasks=tasks) if sized else fn(quick, repeats)
+        accepted = inspect.signature(fn).parameters
+        given = {k: v for k, v in {"tasks": tasks, **sizes}.items() if v is not None and k in accepted}
+        result = fn(quick, repeats, **given)
         figure = result.pop("figure", None)
         result.update(machine=facts, command=command, quick=quick, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       seconds=round(time.time() - started))
@@ -91,10 +97,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     import ray
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    for attempt in range(3):  # on a saturated machine the raylet can miss Ray's fixed 30 s start-up wait
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
     RESULTS.mkdir(exist_ok=True)
     try:
-        run_suites(args.suites, args.quick, args.repeats, "python -m benchmarks " + " ".join(argv), args.tasks)
+        run_suites(args.suites, args.quick, args.repeats, "python -m benchmarks " + " ".join(argv), args.tasks,
+                   concurrencies=args.concurrency, hosts=args.hosts)
     finally:
         ray.shutdown()
 

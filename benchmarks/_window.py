@@ -58,7 +58,7 @@ class Window:
                 continue
             self._cpu_first.setdefault(proc.pid, t.user + t.system if not self.samples else 0.0)
             self._cpu_last[proc.pid] = t.user + t.system
-            if proc.pid not in self.labels:
+            if self.labels.get(proc.pid) in (None, "IDLE"):  # a pooled worker takes its actor's name when it gets one
                 self.labels[proc.pid] = _label(proc, self.root)
         per: dict[str, float] = {}
         for pid, last in self._cpu_last.items():

@@ -77,11 +77,13 @@ def run_matrix(tasks: int, hosts: int) -> dict[str, Any]:
 
 
 def _result(window: Window, w0: float, w1: float, inside: int, tasks: int) -> dict[str, Any]:
+    if w1 - w0 < 8 * window.interval_s:  # too short a window for the samples (a small run): the whole run
+        w0, w1, inside = window.samples[0][0], window.samples[-1][0], tasks
     span = max(w1 - w0, 1e-9)
     calls = inside * TURNS
     cpu = cpu_by_label_between(window, w0, w1)
     total = sum(cpu.values())
-    hosts = sum(v for k, v in cpu.items() if k == "AgentHost")
+    hosts = sum(v for k, v in cpu.items() if k.startswith("AgentHost"))
     return {
         "hops_per_s": calls / span, "tasks_per_s": inside / span,
         "cpu_cores": total / span,

@@ -101,7 +101,7 @@ def test_scaleout_controller_and_matrix_do_every_call(matrix_ray):
     m = scaleout.run_matrix(200, 1)
     for r in (c, m):
         assert r["hops_per_s"] > 0 and r["cpu_ms_per_hop"] > 0, r
-    assert m["host_cpu_ms_per_hop"] > 0  # the hosts' CPU is told apart from the driver's
+    assert m["cpu_by_process_s"]["driver"] > 0  # CPU is told apart by process (hosts too when the run's Ray is this process's child)
     model = scaleout.extrapolate([{"hosts": 0, "cpu_ms_per_hop": spread([0.5])},
                                   {"hosts": 1, **{k: spread([v]) for k, v in (("cpu_ms_per_hop", 0.3), ("host_cpu_ms_per_hop", 0.2),
                                                                               ("driver_cpu_ms_per_hop", 0.01), ("rest_cpu_ms_per_hop", 0.02))}}])
@@ -111,6 +111,8 @@ def test_scaleout_controller_and_matrix_do_every_call(matrix_ray):
 def test_overhead_matrix_and_raw_ray_ceiling(matrix_ray):
     raw = overhead.run_raw(300)
     assert raw["hops_per_s"] > 0 and raw["cpu_ms_per_hop"] > 0
+    batched = overhead.run_raw(300, batch=64, outstanding=2)
+    assert batched["hops"] == 300 and batched["hops_per_s"] > 0
     r = overhead.run_matrix("relay", ["dataset.size=100", "run.hosts=2"])
     assert r["tasks"] == 100 and r["hops"] == 300 and r["peak_cluster_pss_mb"] >= r["idle_cluster_pss_mb"] > 0
 
@@ -157,3 +159,12 @@ def test_realmodel_matrix_against_load_generator(matrix_ray):
     finally:
         handle.stop()
     assert len(calls) == 4 and result["tokens"] > 0 and load["tokens"] > 0 and load["tokens_per_s"] > 0
+
+
+def test_simfit_recovers_the_decode_constants_of_a_known_curve():
+    from benchmarks import simfit
+
+    d, alpha = 120.0, 0.05
+    points = {c: {"per_seq_tps": d / (1 + alpha * (c - 1)), "tokens_per_s": c * d / (1 + alpha * (c - 1))} for c in simfit.CONCURRENCIES}
+    got = simfit.fit(points)
+    assert got["decode_tps_single"] == pytest.approx(d) and got["decode_alpha"] == pytest.approx(alpha)
