@@ -2,7 +2,7 @@
 
 The LLM is fast and in-process (the simllm engine behind an httpx transport in each process
 that calls it, unbounded batch, 32-token replies taking 0.32 s), and every task of the
-dataset (10,000 by default) is in flight at once, each a chat of ``TURNS`` turns. The LLM would
+dataset's stream (10,000 of 30,000 by default) is in flight at once, each a chat of ``TURNS`` turns. The LLM would
 allow tasks / 0.32 s calls/s, far above what 2 cores can drive, so the client and routing
 CPU is the bottleneck. Measured, in random order, steady-state window:
 
@@ -30,21 +30,23 @@ from ._window import Window, cpu_by_label_between, steady_window
 TURNS, TOKENS = 4, 32
 
 
-def run_controller(tasks: int) -> dict[str, Any]:
+def run_controller(tasks: int, in_flight: int) -> dict[str, Any]:
     from matrix_core import Endpoint, LLMClient
 
     from ._simtransport import SimTransport
     from .workload import messages_for
 
     async def main() -> list[tuple[float, float]]:
-        llm = LLMClient([Endpoint(base_url="sim://llm/v1", model="simllm")], max_concurrency_per_endpoint=tasks, timeout_s=600,
+        llm = LLMClient([Endpoint(base_url="sim://llm/v1", model="simllm")], max_concurrency_per_endpoint=in_flight, timeout_s=600,
                         max_retries=0, transport=SimTransport())
+        gate = asyncio.Semaphore(in_flight)
         try:
             async def chain() -> tuple[float, float]:
-                t0, replies = time.time(), []
-                for _ in range(TURNS):
-                    replies.append((await llm.chat(messages_for(replies), max_tokens=TOKENS)).content)
-                return t0, time.time()
+                async with gate:
+                    t0, replies = time.time(), []
+                    for _ in range(TURNS):
+                        replies.append((await llm.chat(messages_for(replies), max_tokens=TOKENS)).content)
+                    return t0, time.time()
 
             return await asyncio.gather(*(chain() for _ in range(tasks)))
         finally:
@@ -56,7 +58,7 @@ def run_controller(tasks: int) -> dict[str, Any]:
     return _result(window, w0, w1, inside, tasks)
 
 
-def run_matrix(tasks: int, hosts: int) -> dict[str, Any]:
+def run_matrix(tasks: int, in_flight: int, hosts: int) -> dict[str, Any]:
     import matrix_core
 
     from .workload import register
@@ -67,7 +69,7 @@ def run_matrix(tasks: int, hosts: int) -> dict[str, Any]:
         with Window(out) as window:
             summary = matrix_core.run("bench_chat", [
                 f"output.path={out}", "run.progress=off", "llm=bench_sim", f"run.hosts={hosts}", f"dataset.size={tasks}",
-                f"run.max_concurrent_tasks={tasks}", f"agents.chat.max_in_flight={tasks}",
+                f"run.max_concurrent_tasks={in_flight}", f"agents.chat.max_in_flight={in_flight}",
                 f"shape.turns_mean={TURNS}", "shape.turns_sigma=0", f"shape.tokens_mean={TOKENS}", "shape.tokens_sigma=0"])
     assert summary.failed == 0 and summary.hops == TURNS * tasks, summary
     s = window.samples
@@ -102,21 +104,24 @@ METRICS = ("hops_per_s", "tasks_per_s", "cpu_cores", "cpu_ms_per_hop", "host_cpu
 
 
 def suite_scaleout(quick: bool, repeats: int, tasks: int | None = None, hosts: tuple[int, ...] | None = None) -> dict[str, Any]:
-    tasks = max(tasks or (300 if quick else 10000), 1)
+    # A stream, not one wave: in_flight tasks at once out of 3x as many, so the steady-state
+    # window (10 % to 90 % of the tasks done) sees tasks start as others finish.
+    tasks = max(tasks or (900 if quick else 30000), 3)
+    in_flight = tasks // 3
     hosts = hosts or ((1, 2) if quick else (1, 2, 4))
     systems = ["controller", *(f"matrix:{h}" for h in hosts)]
     schedule = [s for _ in range(repeats) for s in systems]
     random.Random(tasks).shuffle(schedule)
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for system in schedule:
-        r = run_controller(tasks) if system == "controller" else run_matrix(tasks, int(system.split(":")[1]))
+        r = run_controller(tasks, in_flight) if system == "controller" else run_matrix(tasks, in_flight, int(system.split(":")[1]))
         runs[system].append(r)
         print(f"scaleout {system:<10} {r['hops_per_s']:>8.0f} hops/s  {r['cpu_cores']:.2f} cores  {r['cpu_ms_per_hop']:.3f} ms CPU/hop "
               f"(hosts {r['host_cpu_ms_per_hop']:.3f}, driver {r['driver_cpu_ms_per_hop']:.3f})  load {r['load_avg']:.1f}", flush=True)
     base = statistics.median(r["hops_per_s"] for r in runs["controller"])
     rows = []
     for system in systems:
-        row = {"system": system, "hosts": 0 if system == "controller" else int(system.split(":")[1]), "tasks_in_flight": tasks, "turns": TURNS,
+        row = {"system": system, "hosts": 0 if system == "controller" else int(system.split(":")[1]), "tasks_in_flight": in_flight, "tasks": tasks, "turns": TURNS,
                **{m: spread(r[m] for r in runs[system]) for m in METRICS}}
         row["vs_controller"] = row["hops_per_s"]["median"] / base
         rows.append(row)

@@ -97,8 +97,8 @@ def test_upstream_system_runs_its_dummy_coral(tmp_path):
 
 
 def test_scaleout_controller_and_matrix_do_every_call(matrix_ray):
-    c = scaleout.run_controller(200)
-    m = scaleout.run_matrix(200, 1)
+    c = scaleout.run_controller(300, 100)
+    m = scaleout.run_matrix(300, 100, 1)
     for r in (c, m):
         assert r["hops_per_s"] > 0 and r["cpu_ms_per_hop"] > 0, r
     assert m["cpu_by_process_s"]["driver"] > 0  # CPU is told apart by process (hosts too when the run's Ray is this process's child)
