@@ -58,8 +58,11 @@ class Window:
                 continue
             self._cpu_first.setdefault(proc.pid, t.user + t.system if not self.samples else 0.0)
             self._cpu_last[proc.pid] = t.user + t.system
-            if self.labels.get(proc.pid) in (None, "IDLE"):  # a pooled worker takes its actor's name when it gets one
-                self.labels[proc.pid] = _label(proc, self.root)
+            if self.labels.get(proc.pid) not in (None, "driver") and not self.labels[proc.pid].startswith(("IDLE", "ray system")):
+                continue
+            # A Ray worker starts as a plain python process, idles as ray::IDLE and takes its
+            # actor's name when it gets one: it is labelled again until it has that name.
+            self.labels[proc.pid] = _label(proc, self.root)
         per: dict[str, float] = {}
         for pid, last in self._cpu_last.items():
             per[self.labels.get(pid, "other")] = per.get(self.labels.get(pid, "other"), 0.0) + last - self._cpu_first[pid]
@@ -134,7 +137,7 @@ def _label(proc: psutil.Process, root: int | None) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "other"
     if title.startswith("ray::"):  # a Ray worker names itself after the actor class it hosts
-        return title.split()[0][5:].split(".")[0] or "ray worker"
+        return title.split()[0][5:].split(":")[-1].split(".")[0] or "ray worker"  # ray::[actor name:]Class[.method]
     return "ray system"
 
 
