@@ -14,6 +14,9 @@ class Receiver:
     async def deliver(self, message) -> int:
         return 1
 
+    async def deliver_many(self, messages: list) -> int:
+        return len(messages)
+
 
 @ray.remote(num_cpus=0)
 class Sender:
@@ -28,4 +31,17 @@ class Sender:
 
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - started
+
+    async def blast_batched(self, receiver, message, n: int, batch: int, outstanding: int) -> float:
+        """``n`` messages in lists of ``batch``, ``outstanding`` calls in flight: Matrix's coalescing without Matrix."""
+        gate = asyncio.Semaphore(outstanding)
+
+        async def one(k: int) -> None:
+            async with gate:
+                await receiver.deliver_many.remote([message] * k)
+
+        sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+        started = time.perf_counter()
+        await asyncio.gather(*(one(k) for k in sizes))
         return time.perf_counter() - started

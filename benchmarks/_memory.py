@@ -6,14 +6,17 @@ import threading
 import psutil
 
 
-def _processes() -> list[psutil.Process]:
-    me = psutil.Process()
-    return [me, *me.children(recursive=True)]
+def _processes(root: int | None = None) -> list[psutil.Process]:
+    try:
+        me = psutil.Process(root)
+        return [me, *me.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def cluster_pss_bytes() -> int:
+def cluster_pss_bytes(root: int | None = None) -> int:
     total = 0
-    for proc in _processes():
+    for proc in _processes(root):
         try:
             total += proc.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -28,15 +31,15 @@ class PeakMemory:
     exited during the block (a run's actors) up to their last sample.
     """
 
-    def __init__(self, interval_s: float = 0.5):
-        self.interval_s = interval_s
+    def __init__(self, interval_s: float = 0.5, root: int | None = None):
+        self.interval_s, self.root = interval_s, root  # root: the process whose tree is measured (default: this one)
         self.peak = 0
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._stop = threading.Event()
 
     def _cpu(self) -> None:
-        for proc in _processes():
+        for proc in _processes(self.root):
             try:
                 t = proc.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -49,7 +52,7 @@ class PeakMemory:
         self._last_started = False
         self._cpu()
         self._last_started = True
-        self.baseline = cluster_pss_bytes()
+        self.baseline = cluster_pss_bytes(self.root)
         self.peak = self.baseline
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -57,13 +60,13 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, cluster_pss_bytes())
+            self.peak = max(self.peak, cluster_pss_bytes(self.root))
             self._cpu()
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, cluster_pss_bytes())
+        self.peak = max(self.peak, cluster_pss_bytes(self.root))
         self._cpu()
 
     @property

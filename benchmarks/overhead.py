@@ -20,6 +20,7 @@ CORE_MODES = {
     "naive: one actor per role, one Ray call per hop": ["run.colocate=false", "run.batch_max=1", "run.outstanding_per_peer=1000000"],
 }
 RAW = "raw Ray actor-to-actor calls (one per message, 512 in flight)"
+RAW_BATCHED = "raw Ray calls batched as ours (lists of up to 256 messages, 2 calls in flight per peer)"
 
 
 def run_matrix(workflow: str, overrides: list[str]) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def fixed_cpu(workflow: str, overrides: list[str]) -> float:
     return run_matrix(workflow, [*(o for o in overrides if not o.startswith("dataset.size=")), "dataset.size=1"])["cpu_s"]
 
 
-def run_raw(n: int) -> dict[str, Any]:
+def run_raw(n: int, batch: int = 0, outstanding: int = 2) -> dict[str, Any]:
     import ray
 
     from matrix_plugin_relay import RelayOrchestrator
@@ -62,7 +63,10 @@ def run_raw(n: int) -> dict[str, Any]:
     sender, receiver = Sender.remote(), Receiver.remote()
     ray.get(sender.blast.remote(receiver, message, 200, 64))  # warm: both processes up, connections open
     cpu0 = cluster_cpu_s()
-    wall = ray.get(sender.blast.remote(receiver, message, n, 512))
+    if batch:  # the same batching as the runtime's defaults (run.batch_max, run.outstanding_per_peer)
+        wall = ray.get(sender.blast_batched.remote(receiver, message, n, batch, outstanding))
+    else:
+        wall = ray.get(sender.blast.remote(receiver, message, n, 512))
     cpu = cluster_cpu_s() - cpu0
     ray.kill(sender)
     ray.kill(receiver)
@@ -78,7 +82,7 @@ def suite_overhead(quick: bool, repeats: int) -> dict[str, Any]:
     fixed = {mode: fixed_cpu("relay", [*common, *extra]) for mode, extra in CORE_MODES.items()}
     rows = []
     for size in sizes:
-        runs: dict[str, list[dict]] = {m: [] for m in [*CORE_MODES, RAW]}
+        runs: dict[str, list[dict]] = {m: [] for m in [*CORE_MODES, RAW, RAW_BATCHED]}
         for _ in range(repeats):
             for mode, extra in CORE_MODES.items():
                 n = size
@@ -87,10 +91,13 @@ def suite_overhead(quick: bool, repeats: int) -> dict[str, Any]:
                 runs[mode].append(run_matrix("relay", [*common, *extra, f"dataset.size={n}"]))
                 net_cpu(runs[mode][-1:], fixed[mode])
             runs[RAW].append(run_raw(3 * min(size, 3000)))
+            runs[RAW_BATCHED].append(run_raw(3 * size, batch=256, outstanding=2))
         ceiling = statistics.median(r["hops_per_s"] for r in runs[RAW])
+        batched = statistics.median(r["hops_per_s"] for r in runs[RAW_BATCHED])
         for mode, results in runs.items():
             row = {"size": size, "mode": mode, **{m: spread(r[m] for r in results) for m in METRICS if m in results[0]}}
             row["hops_vs_raw_ray"] = row["hops_per_s"]["median"] / ceiling
+            row["hops_vs_raw_batched"] = row["hops_per_s"]["median"] / batched
             rows.append(row)
             print(f"{size:>6} tasks | {mode:<62} | {fmt(row.get('tasks_per_s', {'median': 0, 'n': 1})):>18} tasks/s "
                   f"| {fmt(row['hops_per_s']):>20} hops/s | x{row['hops_vs_raw_ray']:.2f} of raw Ray | {fmt(row['cpu_ms_per_hop'], 3)} ms CPU/hop", flush=True)
@@ -103,6 +110,7 @@ COLUMNS = [
     ("tasks_per_s", "tasks/s", lambda r: fmt(r["tasks_per_s"]) if "tasks_per_s" in r else "–"),
     ("hops_per_s", "hops/s", lambda r: fmt(r["hops_per_s"])),
     ("vs", "hops/s ÷ raw Ray calls", lambda r: f"{r['hops_vs_raw_ray']:.2f}"),
+    ("vsb", "÷ raw Ray batched as ours", lambda r: f"{r['hops_vs_raw_batched']:.2f}" if "hops_vs_raw_batched" in r else "–"),
     ("cpu", "CPU ms per hop", lambda r: fmt(r["cpu_ms_per_hop"], 3)),
     ("mem", "peak cluster PSS MB", lambda r: fmt(r["peak_cluster_pss_mb"]) if "peak_cluster_pss_mb" in r else "–"),
 ]

@@ -105,9 +105,14 @@ def _start_in_process_sim(cfg: Mapping[str, Any]) -> ServiceHandle:
     return ServiceHandle(endpoints=[Endpoint(base_url="sim://llm/v1", model="simllm", transport="benchmarks._simtransport:transport")])
 
 
+def _start_coral_dummy(cfg: Mapping[str, Any]) -> ServiceHandle:
+    return ServiceHandle(endpoints=[Endpoint(base_url="coral://llm/v1", model="coral-dummy", transport="benchmarks._coralfake:transport")])
+
+
 @hookimpl
 def register_llm_backends(register):
     register(LLMBackendSpec("bench_sim", _start_in_process_sim, "benchmark: the simllm engine inside each agent host, no sockets"))
+    register(LLMBackendSpec("bench_coral", _start_coral_dummy, "benchmark: upstream's dummy Coral agents as a fake LLM, no sockets"))
 
 
 @hookimpl
