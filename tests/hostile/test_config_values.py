@@ -128,6 +128,8 @@ OTHER = [
     ("dialogue", "rounds=0", "rounds=0: expected an integer >= 1"),
     ("coral", "max_turns=1", "max_turns=1: expected an integer >= 2"),
     ("codegen", "max_attempts=x", "max_attempts='x': expected an integer >= 1"),
+    ("tau2", "max_steps=abc", "max_steps='abc': expected an integer >= 1"),
+    ("tau2", "max_errors=0", "max_errors=0: expected an integer >= 1"),
     ("relay", "laps=1e999", "laps=inf: expected an integer"),
 ]
 
@@ -135,4 +137,4 @@ OTHER = [
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("workflow, override, expected", [pytest.param(*c, id=c[1]) for c in OTHER])
 def test_typed_key_refuses_bad_value(workflow, override, expected):
-    one_error(cli("run", workflow, "llm=fake" if workflow in ("dialogue", "coral", "codegen") else "run.progress=off", override), expected)
+    one_error(cli("run", workflow, "llm=fake" if workflow in ("dialogue", "coral", "codegen", "tau2") else "run.progress=off", override), expected)

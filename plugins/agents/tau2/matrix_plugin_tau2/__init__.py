@@ -17,12 +17,12 @@ from .tau2_format import read_results, records_to_results, score_results
 from .versions import DEFAULT_VERSION, VERSIONS, Behaviour, behaviour_for
 from .tasks import load_dataset, load_tasks
 from .workflow import (
-    Tau2Assistant, Tau2Environment, Tau2Evaluator, Tau2Metrics, Tau2Orchestrator, Tau2User, pass_hat_k,
+    Tau2Assistant, Tau2Environment, Tau2Evaluator, Tau2Metrics, Tau2Options, Tau2Orchestrator, Tau2User, pass_hat_k,
 )
 
 __all__ = [
     "DEFAULT_VERSION", "VERSIONS", "Behaviour", "behaviour_for", "read_results", "records_to_results", "score_results",
-    "Domain", "Environment", "State", "Tau2Assistant", "Tau2Environment", "Tau2Evaluator", "Tau2Metrics",
+    "Domain", "Environment", "State", "Tau2Assistant", "Tau2Environment", "Tau2Evaluator", "Tau2Metrics", "Tau2Options",
     "Tau2Orchestrator", "Tau2User", "ToolError", "Toolkit", "evaluate", "get_domain", "gold_trajectory",
     "initial_environment", "load_dataset", "load_tasks", "normalize_messages", "pass_hat_k", "summarize",
 ]
@@ -30,7 +30,8 @@ __all__ = [
 
 @hookimpl
 def register_workflows(register):
-    register(WorkflowSpec("tau2", Tau2Orchestrator, "customer-service tool-use trajectories (Tau2-Bench), scored", metrics=Tau2Metrics))
+    register(WorkflowSpec("tau2", Tau2Orchestrator, "customer-service tool-use trajectories (Tau2-Bench), scored", metrics=Tau2Metrics,
+                          options=Tau2Options))
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from matrix_core import Agent, Orchestrator, RunMetrics, SamplingOptions, ToolCall, Turn, task_id_for
 
@@ -136,6 +136,13 @@ def _history_turns(message_history: Sequence[Mapping[str, Any]]) -> list[Turn]:
 
 
 # --- the orchestrator ----------------------------------------------------------------------
+
+
+class Tau2Options(BaseModel):
+    """The workflow's own per-conversation limits, checked when the run starts (not once per row)."""
+
+    max_steps: int = Field(100, ge=1, description="messages per conversation (tool results count), as tau2 counts steps")
+    max_errors: int = Field(10, ge=1, description="failed tool calls before the conversation ends")
 
 
 class Tau2Orchestrator(Orchestrator):
