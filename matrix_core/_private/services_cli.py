@@ -19,6 +19,8 @@ from typing import Any, Iterator, Sequence
 import click
 
 from ..errors import ConfigError, MatrixError
+from ..options import RunOptions
+from .guards import check_address
 
 NAMESPACE = "matrix-services"
 REGISTRY = "matrix-services-registry"
@@ -91,7 +93,6 @@ CLUSTER_HELP = "a cluster from `matrix cluster start NAME` (its address and auth
 def _cluster(address: str | None, cluster: str | None = None) -> Iterator[None]:
     import ray
 
-
     if cluster:
         from .clusters import join
 
@@ -101,10 +102,11 @@ def _cluster(address: str | None, cluster: str | None = None) -> Iterator[None]:
         raise ConfigError("matrix services needs a running Ray cluster: pass --cluster NAME, --address HOST:PORT or set RAY_ADDRESS (start one with `matrix cluster start NAME --local`)")
     started = False
     if not ray.is_initialized():
+        check_address(address, RunOptions().connect_timeout_s)  # ray.init would retry a dead address for minutes
         try:  # the replicas' and Serve's logs stay in the cluster's log files, not this command's output
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:  # Ray raises a bare Exception when it cannot connect
-            raise MatrixError(f"cannot join Ray at {address!r}: {exc}") from None
+            raise MatrixError(f"cannot start or join Ray at {address!r}: {exc}") from None
         started = True
     try:
         yield
