@@ -22,8 +22,9 @@ def test_a_killed_run_continues_checkpointed_tasks_and_reaps_its_leftovers(tmp_p
             "5 unfinished tasks with a checkpoint")
         dead = runs.ray_ids(out, first)
         runs.kill_driver(first)
-        left = runs.processes_of(dead)
-        assert left, "a SIGKILLed driver leaves Ray helpers behind (what the rerun must end)"
+        # Ray's agents outlive a SIGKILLed driver on a busy machine (on a quiet one they may exit
+        # by themselves): whichever is left, the rerun must end it (tests/test_leftovers.py
+        # covers the reaping itself with processes that never exit).
         # The dead run's actors may finish a few tasks before Ray notices; the rest wait.
         dead_pids = {pid for e in runs.checkpoints(out).values() for _, pid in e["state"]["state"]["visits"]}
 
@@ -31,7 +32,6 @@ def test_a_killed_run_continues_checkpointed_tasks_and_reaps_its_leftovers(tmp_p
         output = runs.finish(final)
         assert final.returncode == 0, output[-3000:]
         assert runs.processes_of(dead) == [], "the rerun ends every process of the dead run's Ray"
-        assert "left by the killed run" in output
 
         records = read_records(out)
         assert_exactly_once(records, [f"{i}#0" for i in range(SIZE)])
