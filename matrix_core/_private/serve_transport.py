@@ -10,6 +10,7 @@ the application is missing or has no replica, 500 for an error in the replica).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, Mapping
@@ -59,8 +60,15 @@ class ServeHandleTransport(httpx.AsyncBaseTransport):
 
         app_name = request.url.host
         body = json.loads(await request.aread()) if request.method == "POST" else None
+        # httpx leaves timeouts to the transport: without this a replica that never answers holds the call forever.
+        timeout = (request.extensions.get("timeout") or {}).get("read")
+        response = None
         try:
-            status, data, *headers = await self._handle(app_name).call.remote(request.method, request.url.path, body)
+            response = self._handle(app_name).call.remote(request.method, request.url.path, body)
+            status, data, *headers = await asyncio.wait_for(_result(response), timeout)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise httpx.ReadTimeout(f"Serve application {app_name!r} did not answer in {timeout:g}s", request=request) from None
         except RayServeException as exc:  # the application is gone or not running (yet)
             self._handles.pop(app_name, None)
             return _error(503, f"Serve application {app_name!r} is not available: {exc}")
@@ -69,6 +77,10 @@ class ServeHandleTransport(httpx.AsyncBaseTransport):
             return _error(503 if "ActorDied" in type(exc).__name__ or "Unavailable" in type(exc).__name__ else 500,
                           f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
         return httpx.Response(status, json=data, headers=headers[0] if headers else None)
+
+
+async def _result(response):
+    return await response
 
 
 def _error(status: int, message: str) -> httpx.Response:
