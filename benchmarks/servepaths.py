@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
-import time
 from typing import Any
 
 from ._common import cluster_cpu_s, fmt, spread

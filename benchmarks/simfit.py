@@ -57,7 +57,7 @@ def fit(points: dict[int, dict[str, float]]) -> dict[str, float]:
     """Least squares of 1/r = a + b (c - 1): decode_tps_single = 1/a, decode_alpha = b/a."""
     xs = [c - 1 for c in points]
     ys = [1.0 / points[c]["per_seq_tps"] for c in points]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
     a = my - b * mx
     if a <= 0:  # a per-sequence rate that grows with the batch: no decode slowdown to fit

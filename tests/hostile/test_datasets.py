@@ -3,7 +3,7 @@ the good rows around it are written, and a rerun neither dies at that row nor re
 Files that cannot be read at all are one line before anything starts."""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pytest
 
@@ -12,13 +12,13 @@ from .conftest import by_id, cli, one_error
 DEEP = "[" * 200_000 + "]" * 200_000
 
 
-def _jsonl(tmp_path, *lines: bytes | str) -> "Path":
+def _jsonl(tmp_path, *lines: bytes | str) -> Path:
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b"".join((l.encode() if isinstance(l, str) else l) + b"\n" for l in lines))
     return path
 
 
-def _csv(tmp_path, data: bytes) -> "Path":
+def _csv(tmp_path, data: bytes) -> Path:
     path = tmp_path / "rows.csv"
     path.write_bytes(data)
     return path

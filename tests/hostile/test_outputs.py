@@ -2,7 +2,6 @@
 and the file there is left byte for byte as it was."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
