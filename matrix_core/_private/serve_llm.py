@@ -109,3 +109,16 @@ def validate(config: Mapping[str, Any], engine: str) -> None:
         LLMConfig(**{k: v for k, v in config.items() if k != "server_cls"})
     except ValueError as exc:
         raise ConfigError(f"llm ({engine}): {one_line(exc)}") from None
+
+
+def build_openai_app(config: Mapping[str, Any], engine: str, install: str):
+    """Serve's OpenAI-compatible ingress over one ``LLMConfig``; ``install`` is what to pip
+    install where the application is built (``ray.serve.llm`` imports the engine)."""
+    try:
+        from ray.serve.llm import LLMConfig, build_openai_app as build
+    except ImportError as exc:
+        raise ConfigError(f"llm={engine} as a Serve deployment needs {install}: {one_line(exc)}") from None
+    try:
+        return build({"llm_configs": [LLMConfig(**config)]})
+    except ValueError as exc:
+        raise ConfigError(f"llm ({engine}): {one_line(exc)}") from None

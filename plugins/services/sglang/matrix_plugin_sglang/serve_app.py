@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from matrix_core import ConfigError, DeploymentOptions
-from matrix_core._private.serve_llm import deployment_config, flags_to_kwargs, one_line, positive_int, settings, validate
+from matrix_core._private.serve_llm import build_openai_app, deployment_config, flags_to_kwargs, positive_int, settings, validate
 
 SERVER_CLS = "ray.llm._internal.serve.engines.sglang.sglang_engine:SGLangServer"
 # Our key -> SGLang ServerArgs name.
@@ -72,12 +72,4 @@ def llm_config(cfg: Mapping[str, Any], options: DeploymentOptions | None = None,
 
 def serve_app(cfg: Mapping[str, Any], options: DeploymentOptions):
     """``LLMBackendSpec.serve_app``: Serve's OpenAI-compatible ingress + the SGLang replicas."""
-    config = llm_config(cfg, options)
-    try:
-        from ray.serve.llm import LLMConfig, build_openai_app
-    except ImportError as exc:
-        raise ConfigError(f"llm=sglang as a Serve deployment needs SGLang where the application is built (`pip install \"ray[serve,llm]\" \"sglang[all,ray]\"`): {one_line(exc)}") from None
-    try:
-        return build_openai_app({"llm_configs": [LLMConfig(**config)]})
-    except ValueError as exc:
-        raise ConfigError(f"llm (sglang): {one_line(exc)}") from None
+    return build_openai_app(llm_config(cfg, options), "sglang", "SGLang where the application is built (`pip install \"ray[serve,llm]\" \"sglang[all,ray]\"`)")

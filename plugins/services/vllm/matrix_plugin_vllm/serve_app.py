@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from matrix_core import ConfigError, DeploymentOptions
-from matrix_core._private.serve_llm import deployment_config, flags_to_kwargs, one_line, positive_int, settings, validate
+from matrix_core._private.serve_llm import build_openai_app, deployment_config, flags_to_kwargs, positive_int, settings, validate
 
 # Our keys that are vLLM engine arguments of the same name (`vllm serve --max-model-len` etc.).
 ENGINE_KEYS = ("max_model_len", "max_num_seqs", "gpu_memory_utilization")
@@ -90,12 +90,4 @@ def llm_config(cfg: Mapping[str, Any], options: DeploymentOptions | None = None,
 
 def serve_app(cfg: Mapping[str, Any], options: DeploymentOptions):
     """``LLMBackendSpec.serve_app``: Serve's OpenAI-compatible ingress + the vLLM replicas."""
-    config = llm_config(cfg, options)
-    try:
-        from ray.serve.llm import LLMConfig, build_openai_app
-    except ImportError as exc:
-        raise ConfigError(f"llm=vllm as a Serve deployment needs vLLM where the application is built (`pip install \"ray[serve,llm]\"`): {one_line(exc)}") from None
-    try:
-        return build_openai_app({"llm_configs": [LLMConfig(**config)]})
-    except ValueError as exc:
-        raise ConfigError(f"llm (vllm): {one_line(exc)}") from None
+    return build_openai_app(llm_config(cfg, options), "vllm", "vLLM where the application is built (`pip install \"ray[serve,llm]\"`)")
