@@ -73,14 +73,7 @@ def _records() -> list[dict[str, Any]]:
 
 def lookup(name: str) -> dict[str, Any]:
     """The record of service ``name`` on the connected cluster; ConfigError lists the running ones."""
-    records = _records()
-    record = next((r for r in records if r["name"] == name), None)
-    if record is None:
-        known = ", ".join(f"{r['name']} ({r['backend']})" for r in records) or "none"
-        raise ConfigError(
-            f"unknown service {name!r}; running on this Ray cluster: {known} "
-            f"(start one with `matrix services start NAME llm=BACKEND`; join its cluster with --address or --cluster)"
-        )
+    record = _find(name, _records(), " (start one with `matrix services start NAME llm=BACKEND`; join its cluster with --address or --cluster)")
     if record["status"] != "running":
         raise ConfigError(f"service {name!r} is still starting; try again in a moment")
     return record
@@ -210,9 +203,16 @@ def _row(record: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
     return row
 
 
-def _unknown(name: str, records: list[dict[str, Any]]) -> ConfigError:
+def _unknown(name: str, records: list[dict[str, Any]], hint: str = "") -> ConfigError:
     known = ", ".join(f"{r['name']} ({r['backend']})" for r in records) or "none"
-    return ConfigError(f"unknown service {name!r}; running on this Ray cluster: {known}")
+    return ConfigError(f"unknown service {name!r}; running on this Ray cluster: {known}{hint}")
+
+
+def _find(name: str, records: list[dict[str, Any]], hint: str = "") -> dict[str, Any]:
+    record = next((r for r in records if r["name"] == name), None)
+    if record is None:
+        raise _unknown(name, records, hint)
+    return record
 
 
 @click.group("services")
@@ -343,10 +343,7 @@ def scale_command(name: str, bounds: Sequence[str], address: str | None, cluster
         raise ConfigError(f"matrix services scale {name}: give min=N and/or max=N (target=N: ongoing requests per replica)")
     serving = _serving()
     with _cluster(address, cluster):
-        records = _records()
-        record = next((r for r in records if r["name"] == name), None)
-        if record is None:
-            raise _unknown(name, records)
+        record = _find(name, _records())
         config = dict(record["config"])
         config["deployment"] = {**(config.get("deployment") or {}), **changes}
         config.pop("replicas", None)  # the bounds given win over a fixed count
