@@ -1,6 +1,7 @@
 """python -m benchmarks run [SUITE ...] [--quick] [--repeats N]
 
-Suites: upstream (fair-matrix 0.2.6, the paper's system, vs ours on Coral), scaleout (hops/s vs
+Suites: upstream (fair-matrix 0.2.6, the paper's system, vs ours on Coral), upstream_sim (the
+same, both calling one simllm server of the same capacity), scaleout (hops/s vs
 agent hosts against one asyncio controller), simfit (simllm fitted to llama.cpp's curve), scheduling (Matrix vs Ray Data / asyncio controller / thread pool on one simulated
 LLM capacity), overhead (alias core: no-I/O hops vs raw Ray calls), scale (1k-50k tasks in
 flight), offload (hop cost vs history size), realmodel (embedded llama.cpp vs a load
@@ -19,7 +20,7 @@ import time
 
 from ._common import RESULTS, machine, save, table
 
-SUITES = ("upstream", "scheduling", "scaleout", "simfit", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client", "servepaths")
+SUITES = ("upstream", "upstream_sim", "scheduling", "scaleout", "simfit", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client", "servepaths")
 ALIASES = {"core": "overhead"}
 
 
@@ -28,6 +29,7 @@ def _suite(name: str):
 
     return {
         "upstream": (upstream.suite_upstream, upstream.COLUMNS),
+        "upstream_sim": (upstream.suite_upstream_sim, upstream.SIM_COLUMNS),
         "scaleout": (scaleout.suite_scaleout, scaleout.COLUMNS),
         "simfit": (simfit.suite_simfit, simfit.COLUMNS),
         "scheduling": (scheduling.suite_scheduling, scheduling.COLUMNS),
@@ -50,10 +52,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test (what the test suite runs)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement, in random order; medians with min/max (default 5, quick 1)")
     parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
-                        help="tasks in flight per point, comma-separated, for upstream and scheduling (default: each suite's own)")
+                        help="tasks in flight per point, comma-separated, for upstream, upstream_sim and scheduling (default: each suite's own)")
     parser.add_argument("--hosts", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
                         help="agent host counts for scaleout, comma-separated (default 1,2,4)")
-    parser.add_argument("--tasks", type=int, default=None, help="tasks per point for upstream, scheduling and scaleout (default 2000; less to fit a time budget)")
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per point for upstream, upstream_sim, scheduling and scaleout (default 2000; less to fit a time budget)")
     args = parser.parse_args(argv)
     names = []
     for s in args.suites:

@@ -19,8 +19,10 @@ LOW, HIGH = 0.10, 0.90
 
 
 class Window:
-    def __init__(self, output: str | Path, root: int | None = None, interval_s: float = 0.25, memory_every: int = 4):
+    def __init__(self, output: str | Path, root: int | None = None, interval_s: float = 0.25, memory_every: int = 4,
+                 exclude: frozenset[int] = frozenset()):
         self.output, self.root, self.interval_s, self.memory_every = Path(output), root, interval_s, memory_every
+        self.exclude = exclude  # pids in the tree that are not the system measured (a shared LLM server)
         self.samples: list[tuple[float, int, float, float]] = []  # (time, records, cpu_s, load1)
         self.peak_pss = 0
         self._lines, self._offset = 0, 0
@@ -33,7 +35,7 @@ class Window:
     def _tree(self) -> list[psutil.Process]:
         try:
             top = psutil.Process(self.root)
-            return [top, *top.children(recursive=True)]
+            return [p for p in (top, *top.children(recursive=True)) if p.pid not in self.exclude]
         except psutil.NoSuchProcess:
             return []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ._common import RESULTS
 
-ORDER = ("upstream", "scheduling", "scaleout", "simfit", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client")
+ORDER = ("upstream", "upstream_sim", "scheduling", "scaleout", "simfit", "overhead", "scale", "offload", "realmodel", "durability", "protocol", "client")
 
 
 BEGIN, END = "<!-- results:begin (python -m benchmarks.report --update) -->", "<!-- results:end -->"

@@ -96,6 +96,32 @@ def test_upstream_system_runs_its_dummy_coral(tmp_path):
     assert r["failed"] == 0 and 1 <= r["replies_per_task"] <= upstream.MAX_TURNS and r["hops_per_task"] == 3 * r["replies_per_task"]
 
 
+@pytest.fixture(scope="module")
+def sim_server(matrix_ray):
+    server = SimLLM(**upstream.sim_settings())
+    yield server
+    server.close()
+
+
+def _same_work_on_the_server(r: dict, hops_per_reply: int) -> None:
+    # simllm's filler holds no answer, so every dialogue runs to its last turn: 2 LLM calls per reply.
+    assert r["failed"] == 0 and r["replies_per_task"] == upstream.SIM_TURNS and r["hops_per_task"] == hops_per_reply * upstream.SIM_TURNS, r
+    assert r["llm_calls_per_task"] == 2 * upstream.SIM_TURNS, r
+    assert r["llm_tokens_per_task"] == upstream.SIM_TURNS * (upstream.SIM_REPLY_TOKENS + upstream.SIM_EXTRACT_TOKENS), r
+    assert r["tasks_per_s"] > 0 and r["llm_capacity_used"] > 0 and r["cpu_ms_per_reply"] > 0, r
+
+
+def test_upstream_sim_our_coral_on_simllm(sim_server, tmp_path):
+    questions = upstream.write_questions(8, tmp_path / "q.jsonl")
+    _same_work_on_the_server(upstream.on_server(sim_server, upstream.run_ours)(questions, 8, 8), hops_per_reply=2)
+
+
+@pytest.mark.skipif(not upstream.PYTHON.exists(), reason="the upstream venv is made by `python -m benchmarks run upstream` (needs PyPI)")
+def test_upstream_sim_upstream_llm_coral_on_simllm(sim_server, tmp_path):
+    questions = upstream.write_questions(8, tmp_path / "q.jsonl")
+    _same_work_on_the_server(upstream.on_server(sim_server, upstream.run_upstream)(questions, 8, 8), hops_per_reply=3)
+
+
 def test_scaleout_controller_and_matrix_do_every_call(matrix_ray):
     c = scaleout.run_controller(300, 100)
     m = scaleout.run_matrix(300, 100, 1)
