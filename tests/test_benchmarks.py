@@ -108,7 +108,7 @@ def _same_work_on_the_server(r: dict, hops_per_reply: int) -> None:
     assert r["failed"] == 0 and r["replies_per_task"] == upstream.SIM_TURNS and r["hops_per_task"] == hops_per_reply * upstream.SIM_TURNS, r
     assert r["llm_calls_per_task"] == 2 * upstream.SIM_TURNS, r
     assert r["llm_tokens_per_task"] == upstream.SIM_TURNS * (upstream.SIM_REPLY_TOKENS + upstream.SIM_EXTRACT_TOKENS), r
-    assert r["tasks_per_s"] > 0 and r["llm_capacity_used"] > 0 and r["cpu_ms_per_reply"] > 0, r
+    assert r["tasks_per_s"] > 0 and r["llm_capacity_used"] > 0, r
 
 
 def test_upstream_sim_our_coral_on_simllm(sim_server, tmp_path):
