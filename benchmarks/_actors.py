@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 
 import ray
@@ -34,14 +35,19 @@ class Sender:
         return time.perf_counter() - started
 
     async def blast_batched(self, receiver, message, n: int, batch: int, outstanding: int) -> float:
-        """``n`` messages in lists of ``batch``, ``outstanding`` calls in flight: Matrix's coalescing without Matrix."""
+        """``n`` messages in lists of ``batch``, ``outstanding`` calls in flight: Matrix's coalescing without Matrix.
+
+        Every message is its own copy, as every task's orchestrator is: a list holding one object
+        k times would pickle it once and k - 1 back-references.
+        """
         gate = asyncio.Semaphore(outstanding)
 
-        async def one(k: int) -> None:
+        async def one(messages: list) -> None:
             async with gate:
-                await receiver.deliver_many.remote([message] * k)
+                await receiver.deliver_many.remote(messages)
 
         sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+        batches = [[copy.deepcopy(message) for _ in range(k)] for k in sizes]
         started = time.perf_counter()
-        await asyncio.gather(*(one(k) for k in sizes))
+        await asyncio.gather(*(one(b) for b in batches))
         return time.perf_counter() - started
