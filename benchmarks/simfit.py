@@ -4,15 +4,17 @@
    (``ignore_eos``, ``REPLY`` tokens) at concurrency 1, 2, 4, 8 and 16: completion tokens/s of
    the whole server and each sequence's own rate (reply tokens over its latency).
 2. simllm's decode model, ``r(b) = decode_tps_single / (1 + decode_alpha * (b - 1))`` per
-   sequence, is linear in 1/r: ``1/r = 1/d + (alpha/d) (b - 1)``. A least-squares line through
-   the measured 1/r gives ``decode_tps_single`` and ``decode_alpha``. Prefill is folded into
-   that rate (prompts here are ~30 tokens; ``prefill_tps`` is set out of the way).
+   sequence, so ``b * r(b)`` tokens/s for the server: ``decode_tps_single`` and ``decode_alpha``
+   are fitted to the measured server throughput by least squares on its logarithm (relative
+   error, every concurrency alike). Prefill is folded into that rate (prompts here are ~30
+   tokens; ``prefill_tps`` is set out of the way).
 3. simllm with the fitted constants (16 seqs, time scale 1) takes the same load: both
    curves side by side, and their ratio.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -54,15 +56,28 @@ def curve(url: str, model: str, per_worker: int) -> dict[int, dict[str, float]]:
 
 
 def fit(points: dict[int, dict[str, float]]) -> dict[str, float]:
-    """Least squares of 1/r = a + b (c - 1): decode_tps_single = 1/a, decode_alpha = b/a."""
-    xs = [c - 1 for c in points]
-    ys = [1.0 / points[c]["per_seq_tps"] for c in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
-    a = my - b * mx
-    if a <= 0:  # a per-sequence rate that grows with the batch: no decode slowdown to fit
-        a, b = my, 0.0
-    return {"decode_tps_single": 1.0 / a, "decode_alpha": max(0.0, b / a)}
+    """The constants whose throughput curve ``b * d / (1 + alpha (b - 1))`` is nearest in relative terms.
+
+    Least squares on log throughput, so every concurrency weighs alike (a fit of 1/r is ruled by
+    the slowest per-sequence rates). For a given alpha the best d is closed form (a geometric
+    mean); alpha comes from a coarse grid, then a golden-section refinement around its best.
+    """
+    logs = {c: math.log(p["tokens_per_s"]) for c, p in points.items()}
+
+    def best_d(alpha: float) -> tuple[float, float]:
+        residuals = [logs[c] - math.log(c / (1 + alpha * (c - 1))) for c in logs]
+        log_d = sum(residuals) / len(residuals)
+        return sum((r - log_d) ** 2 for r in residuals), log_d
+
+    grid = [i / 100 for i in range(401)]
+    centre = min(grid, key=lambda a: best_d(a)[0])
+    lo, hi = max(0.0, centre - 0.01), centre + 0.01
+    golden = (math.sqrt(5) - 1) / 2
+    for _ in range(80):
+        a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        lo, hi = (lo, b) if best_d(a)[0] <= best_d(b)[0] else (a, hi)
+    alpha = (lo + hi) / 2
+    return {"decode_tps_single": math.exp(best_d(alpha)[1]), "decode_alpha": alpha}
 
 
 def suite_simfit(quick: bool, repeats: int) -> dict[str, Any]:
