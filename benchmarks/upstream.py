@@ -48,8 +48,9 @@ PYTHON = VENV / "bin" / "python"
 REQUIREMENTS = ["fair-matrix[agent]==0.2.6", "ray==2.55.1", "s3fs==2026.9.0"]
 RUNNER = HERE / "_upstream_runner.py"
 MAX_TURNS = 20  # upstream's coral_sequential max_turns
-# Against simllm no dialogue agrees, so every one runs to its last turn: a few, not 20.
-SIM_TURNS, SIM_REPLY_TOKENS, SIM_EXTRACT_TOKENS = 4, 1024, 32  # max_tokens: upstream's coral_resources
+# Against simllm no dialogue agrees, so every one runs to its last turn: 2 (teacher, student),
+# not 20, so that 2,000 LLM-bound tasks x 5 repeats x 2 systems fit in about an hour.
+SIM_TURNS, SIM_REPLY_TOKENS, SIM_EXTRACT_TOKENS = 2, 1024, 32  # max_tokens: upstream's coral_resources
 SIM_SLOTS = 16
 
 
@@ -170,10 +171,13 @@ SIM_METRICS = ("llm_calls_per_task", "llm_tokens_per_task", "llm_capacity_used")
 
 
 def _alternating(systems, repeats: int, seed: int) -> list[str]:
-    """``repeats`` runs of each system in random order, never two runs of one system in a row."""
-    schedule = [s for _ in range(repeats) for s in systems]
-    random.Random(seed).shuffle(schedule)
-    return [s for pair in zip(*[[x for x in schedule if x == name] for name in systems]) for s in pair]
+    """``repeats`` rounds of every system, never two runs of one system in a row.
+
+    With two systems that leaves one free choice, which one goes first: drawn at random.
+    """
+    order = list(systems)
+    random.Random(seed).shuffle(order)
+    return order * repeats
 
 
 def _compare(systems: dict[str, Any], tasks: int, concurrencies: tuple[int, ...], repeats: int, metrics: tuple[str, ...]) -> dict[str, Any]:

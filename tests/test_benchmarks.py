@@ -35,6 +35,13 @@ def test_spread_and_cli_parsing():
         cli.parse(["run", "nonsense"])
 
 
+def test_upstream_runs_alternate_and_either_system_can_go_first():
+    orders = [upstream._alternating(["upstream", "ours"], 5, seed) for seed in range(20)]
+    for order in orders:
+        assert sorted(order) == ["ours"] * 5 + ["upstream"] * 5 and all(a != b for a, b in zip(order, order[1:]))
+    assert {o[0] for o in orders} == {"upstream", "ours"}
+
+
 def test_scheduling_every_system_does_the_same_work(matrix_ray):
     register()
     shape = {"tokens_mean": 24.0}
